@@ -1,0 +1,165 @@
+"""The one URL fetcher: catalogue import and photo-URL search both come through here.
+
+It refuses anything but http(s), resolves the host once and connects to that very address (so a
+DNS answer cannot change between the check and the request), refuses non-public addresses,
+re-checks every redirect, and caps time and bytes.
+"""
+
+import http.client
+import ipaddress
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+from django.conf import settings
+
+MAX_REDIRECTS = 3
+IMAGE_CONTENT_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
+
+
+class FetchRefused(ValueError):
+    """The URL was not fetched or gave no image; the message is safe to show to a user."""
+
+
+@dataclass
+class FetchedImage:
+    url: str
+    content: bytes
+    content_type: str
+
+
+def resolve_public_address(host: str, port: int) -> str:
+    """Return one public IP address for host, or refuse the URL."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise FetchRefused(f"The host {host!r} could not be found.") from None
+    addresses = []
+    for *_, sockaddr in infos:
+        address = ipaddress.ip_address(sockaddr[0].split("%")[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        addresses.append(address)
+    if not settings.MEEPO_FETCH_ALLOW_PRIVATE:
+        for address in addresses:
+            if not address.is_global or address.is_multicast:
+                raise FetchRefused(f"URLs that point to private or local addresses are not allowed ({host}).")
+    return str(addresses[0])
+
+
+def _split(url: str) -> tuple[str, str, int, str]:
+    if len(url) > 2000:
+        raise FetchRefused("The URL is too long.")
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        raise FetchRefused("The URL is not valid.") from None
+    if parts.scheme not in ("http", "https"):
+        raise FetchRefused("Only http:// and https:// URLs can be fetched.")
+    if not parts.hostname:
+        raise FetchRefused("The URL has no host.")
+    if parts.username or parts.password:
+        raise FetchRefused("URLs with a user name or password are not allowed.")
+    port = port or (443 if parts.scheme == "https" else 80)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return parts.scheme, parts.hostname, port, path
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, address: str, timeout: float):
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, address: str, timeout: float):
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self.address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def fetch_image(url: str, *, max_bytes: int | None = None, timeout: float | None = None) -> FetchedImage:
+    """GET an image over http(s) with every guard on; raise FetchRefused with a clear reason."""
+    max_bytes = max_bytes or settings.MEEPO_FETCH_MAX_BYTES
+    timeout = timeout or settings.MEEPO_FETCH_TIMEOUT
+    deadline = time.monotonic() + timeout
+    for _ in range(MAX_REDIRECTS + 1):
+        scheme, host, port, path = _split(url)
+        address = resolve_public_address(host, port)
+        connection_class = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
+        connection = connection_class(host, port, address, timeout=max(0.1, min(timeout, deadline - time.monotonic())))
+        try:
+            connection.request(
+                "GET", path, headers={"User-Agent": settings.MEEPO_FETCH_USER_AGENT, "Accept": "image/*"}
+            )
+            response = connection.getresponse()
+            if response.status in (301, 302, 303, 307, 308):
+                location = response.getheader("Location")
+                if not location:
+                    raise FetchRefused("The server redirected without saying where.")
+                url = urljoin(url, location)
+                continue
+            if response.status != 200:
+                raise FetchRefused(f"The server answered {response.status} {response.reason}.")
+            content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
+            if content_type and not content_type.startswith(IMAGE_CONTENT_TYPES):
+                raise FetchRefused(f"The URL gives {content_type}, not an image.")
+            declared = response.getheader("Content-Length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise FetchRefused(f"The image is larger than {max_bytes // (1024 * 1024)} MB.")
+            content = _read_capped(response, connection, max_bytes=max_bytes, deadline=deadline)
+            return FetchedImage(url=url, content=content, content_type=content_type)
+        except (TimeoutError, socket.timeout):
+            raise FetchRefused("The server took too long to answer.") from None
+        except (OSError, http.client.HTTPException) as error:
+            raise FetchRefused(f"The image could not be downloaded ({error.__class__.__name__}).") from None
+        finally:
+            connection.close()
+    raise FetchRefused(f"The URL redirected more than {MAX_REDIRECTS} times.")
+
+
+def _read_capped(response, connection, *, max_bytes: int, deadline: float) -> bytes:
+    chunks, size = [], 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise FetchRefused("The server took too long to send the image.")
+        if connection.sock is not None:
+            connection.sock.settimeout(remaining)
+        chunk = response.read1(64 * 1024)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > max_bytes:
+            raise FetchRefused(f"The image is larger than {max_bytes // (1024 * 1024)} MB.")
+        chunks.append(chunk)
+
+
+@dataclass
+class PoliteDelay:
+    """Waits between requests to the same host, so a catalogue import does not hammer a shop's CDN."""
+
+    seconds: float
+    last_request: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wait(self, url: str) -> None:
+        host = (urlsplit(url).hostname or "").lower()
+        with self.lock:
+            earliest = self.last_request.get(host, 0.0) + self.seconds
+            pause = earliest - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            self.last_request[host] = time.monotonic()

@@ -1,0 +1,102 @@
+"""Decoding untrusted image bytes: one loader for catalogue files, uploads and fetched photos."""
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Formats a shop photo really comes in. Anything else (SVG, PDF, HTML...) is refused by sniffing
+# the bytes, whatever the file name or Content-Type claims.
+ALLOWED_FORMATS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+
+
+class ImageRejected(ValueError):
+    """The bytes are not an image Meepo can use; the message is safe to show to a user."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    extension: str
+    width: int
+    height: int
+    sha256: str
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _open_lazily(data: bytes, max_pixels: int) -> Image.Image:
+    if not data:
+        raise ImageRejected("The file is empty.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageRejected("The file is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF).")
+    except Exception as error:  # Pillow raises many kinds of errors for hostile headers.
+        raise ImageRejected(f"The image could not be read ({error.__class__.__name__}).") from None
+    if image.format not in ALLOWED_FORMATS:
+        raise ImageRejected(f"{image.format} images are not supported; use JPEG, PNG, WebP, GIF, BMP or TIFF.")
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageRejected("The image has no pixels.")
+    if width * height > max_pixels:
+        raise ImageRejected(f"The image is too large ({width}×{height} pixels; the limit is {max_pixels:,} pixels).")
+    return image
+
+
+def read_image(data: bytes, *, max_pixels: int) -> tuple[ImageInfo, Image.Image]:
+    """Check that the bytes decode as a supported image; describe them and return the RGB pixels."""
+    source = _open_lazily(data, max_pixels)
+    image = _to_rgb(source)
+    info = ImageInfo(
+        format=source.format,
+        extension=ALLOWED_FORMATS[source.format],
+        width=image.width,
+        height=image.height,
+        sha256=sha256_of(data),
+    )
+    return info, image
+
+
+def load_rgb(data: bytes, *, max_pixels: int, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode bytes to an upright RGB image; transparency is composited on white.
+
+    draft_size lets JPEG decoding skip detail that a smaller target size would throw away.
+    """
+    return _to_rgb(_open_lazily(data, max_pixels), draft_size=draft_size)
+
+
+def _to_rgb(image: Image.Image, *, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    try:
+        image.seek(0)  # animations: the first frame
+        if draft_size and image.format == "JPEG":
+            image.draft("RGB", draft_size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            background = Image.new("RGB", rgba.size, (255, 255, 255))
+            background.paste(rgba, mask=rgba.getchannel("A"))
+            return background
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16-bit greyscale: scale to 8 bits rather than clipping everything to white.
+            image = image.point(lambda value: value / 256).convert("L")
+        return image.convert("RGB")
+    except Exception as error:
+        raise ImageRejected(f"The image is damaged or truncated ({error.__class__.__name__}).") from None
+
+
+def make_thumbnail(image: Image.Image, *, size: int) -> bytes:
+    thumbnail = image.copy()
+    thumbnail.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    thumbnail.save(buffer, format="WEBP", quality=82, method=4)
+    return buffer.getvalue()

@@ -1,0 +1,168 @@
+"""embed_catalog: encode new or changed catalogue images, then rebuild and switch in the index."""
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from catalog.images import ImageRejected, load_rgb
+from catalog.models import ItemImage
+from pipeline import index as index_store
+from pipeline.encoder import Encoder, configured_model, get_encoder
+from pipeline.locking import exclusive_lock
+from pipeline.models import ImageVector
+
+
+@dataclass
+class EmbedReport:
+    encoded: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    index_vectors: int | None = None  # None: the index in service was already up to date
+
+    def summary(self) -> str:
+        rate = self.encoded / self.seconds if self.seconds else 0.0
+        index = "index unchanged" if self.index_vectors is None else f"index rebuilt with {self.index_vectors} vectors"
+        return (
+            f"encoded {self.encoded}, skipped {self.skipped}, failed {self.failed} "
+            f"in {self.seconds:.1f} s ({rate:.1f} images/s); {index}"
+        )
+
+
+def lock_path() -> Path:
+    return Path(settings.MEEPO_DATA_DIR) / "embed_catalog.lock"
+
+
+def embed_catalog(
+    *,
+    full: bool = False,
+    encoder_factory: Callable[[], Encoder] = get_encoder,
+    iter_wrapper: Callable[[Iterable, int], Iterable] = lambda batches, total: batches,
+) -> EmbedReport:
+    """Encode what needs it in committed batches (a killed run keeps every finished batch), then
+    rebuild the index from the vector store and switch it in."""
+    started = time.monotonic()
+    spec = configured_model()
+    with exclusive_lock(lock_path(), what="embed_catalog"):
+        if full:
+            ItemImage.objects.update(embedding_state=ItemImage.State.PENDING)
+        todo = list(
+            ItemImage.objects.filter(ItemImage.needing_embedding(spec.key)).order_by("id").values_list("id", flat=True)
+        )
+        report = EmbedReport(skipped=ItemImage.objects.count() - len(todo))
+        encoder = encoder_factory() if todo else None
+        if encoder is not None:
+            batch_size = settings.MEEPO_EMBED_BATCH_SIZE or (256 if encoder.on_gpu else 32)
+            batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                for batch_ids in iter_wrapper(_prefetched(batches, encoder, pool), len(todo)):
+                    encoded, failed = _store_batch(*batch_ids, encoder=encoder)
+                    report.encoded += encoded
+                    report.failed += failed
+        report.index_vectors = rebuild_index_if_stale(spec=spec, force=full or bool(todo), encoder=encoder)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _prefetched(batches: list[list[int]], encoder: Encoder, pool: ThreadPoolExecutor) -> Iterator[tuple]:
+    """Yield decoded batches while the next one is decoded in the background (overlaps I/O and
+    JPEG decoding with the forward pass)."""
+    pending = None
+    for ids in batches:
+        # Rows are read here: database connections belong to this thread.
+        images = list(ItemImage.objects.filter(id__in=ids).order_by("id"))
+        future = pool.submit(_load_batch, images, encoder)
+        if pending is not None:
+            yield pending.result()
+        pending = future
+    if pending is not None:
+        yield pending.result()
+
+
+def _load_batch(images: list[ItemImage], encoder: Encoder) -> tuple[list[ItemImage], list, dict[int, str]]:
+    pixels, errors = [], {}
+    for image in images:
+        try:
+            data = image.read_bytes()
+            pixels.append(encoder.preprocess(load_rgb(data, max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS)))
+        except ImageRejected as error:
+            errors[image.id] = str(error)
+        except (OSError, ValueError) as error:
+            errors[image.id] = f"the file could not be read ({error.__class__.__name__})"
+    return images, pixels, errors
+
+
+def _store_batch(images: list[ItemImage], pixels: list, errors: dict[int, str], *, encoder: Encoder):
+    import torch
+
+    spec = encoder.spec
+    vectors = encoder.encode_pixels(torch.stack(pixels)) if pixels else np.empty((0, encoder.dimension))
+    now = timezone.now()
+    rows = iter(vectors.astype(np.float16))
+    stored, failed = [], []
+    for image in images:
+        image.embedded_model, image.embedded_sha256, image.embedded_at = spec.key, image.sha256, now
+        if image.id in errors:
+            image.embedding_state, image.embedding_error = ItemImage.State.FAILED, errors[image.id]
+            failed.append(image.id)
+        else:
+            image.embedding_state, image.embedding_error = ItemImage.State.EMBEDDED, ""
+            stored.append(ImageVector(image=image, model=spec.key, sha256=image.sha256, data=next(rows).tobytes()))
+    with transaction.atomic():
+        # The image may have been replaced while we encoded it: only bytes still current count.
+        current = dict(ItemImage.objects.filter(id__in=[image.id for image in images]).values_list("id", "sha256"))
+        images = [image for image in images if current.get(image.id) == image.sha256]
+        stored = [vector for vector in stored if current.get(vector.image_id) == vector.sha256]
+        ImageVector.objects.filter(image_id__in=failed).delete()
+        ImageVector.objects.bulk_create(
+            stored, update_conflicts=True, unique_fields=["image"], update_fields=["model", "sha256", "data"]
+        )
+        ItemImage.objects.bulk_update(
+            images, ["embedding_state", "embedding_error", "embedded_model", "embedded_sha256", "embedded_at"]
+        )
+    return len(stored), len(failed)
+
+
+def current_vectors(model_key: str):
+    """The vectors the index should hold: this model's, for bytes that are still current."""
+    return ImageVector.objects.filter(model=model_key, sha256=F("image__sha256"))
+
+
+def load_vectors(model_key: str, *, chunk_size: int = 5000) -> tuple[np.ndarray, np.ndarray]:
+    ids, rows = [], []
+    for image_id, data in current_vectors(model_key).order_by("image_id").values_list("image_id", "data").iterator(
+        chunk_size=chunk_size
+    ):
+        ids.append(image_id)
+        rows.append(np.frombuffer(data, dtype=np.float16))
+    if not rows:
+        return np.empty((0, 0), dtype=np.float32), np.empty(0, dtype=np.int64)
+    vectors = np.vstack(rows).astype(np.float32)
+    # float16 storage rounds a little; re-normalise so inner product stays cosine similarity.
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+    return vectors, np.asarray(ids, dtype=np.int64)
+
+
+def rebuild_index_if_stale(*, spec, force: bool, encoder: Encoder | None) -> int | None:
+    version = index_store.current_version()
+    expected = current_vectors(spec.key).count()
+    if not force and version is not None:
+        meta = index_store.read_meta(version)
+        if meta["model_key"] == spec.key and meta["vectors"] == expected:
+            return None
+    vectors, ids = load_vectors(spec.key)
+    if len(vectors):
+        dimension = vectors.shape[1]
+    else:
+        dimension = (encoder or get_encoder()).dimension
+        vectors = np.empty((0, dimension), dtype=np.float32)
+    index_store.build_index(vectors=vectors, ids=ids, spec=spec, dimension=dimension)
+    return len(ids)

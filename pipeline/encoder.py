@@ -1,0 +1,178 @@
+"""The OpenCLIP encoder: loaded lazily, once per process, behind a lock.
+
+torch and open_clip are imported inside functions so that `migrate`, the admin and the plain
+tests never pay for them.
+"""
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+TINY_MODEL = "meepo-tiny"
+TINY_MODEL_SEED = 20261122
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+
+
+class ModelUnavailable(RuntimeError):
+    """The configured model cannot be loaded; the message says which setting to change."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    pretrained: str | None
+
+    @property
+    def key(self) -> str:
+        """What an embedding is stamped with: vectors from different keys are never mixed."""
+        return f"{self.name}:{self.pretrained or 'untrained'}"
+
+    @property
+    def trained(self) -> bool:
+        return self.pretrained is not None
+
+
+def configured_model() -> ModelSpec:
+    pretrained = settings.MEEPO_CLIP_PRETRAINED.strip()
+    return ModelSpec(
+        name=settings.MEEPO_CLIP_MODEL.strip(),
+        pretrained=None if pretrained.lower() in ("", "none") else pretrained,
+    )
+
+
+def _looks_like_path(value: str) -> bool:
+    return "/" in value or value.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
+def weights_problem(spec: ModelSpec) -> str | None:
+    """A cheap check (no torch) for settings that cannot work, used by `manage.py check`."""
+    if spec.name == TINY_MODEL and spec.pretrained:
+        return f"{TINY_MODEL} has no trained weights; unset MEEPO_CLIP_PRETRAINED."
+    if spec.pretrained and _looks_like_path(spec.pretrained) and not Path(spec.pretrained).is_file():
+        return f"MEEPO_CLIP_PRETRAINED={spec.pretrained} is not a file."
+    return None
+
+
+class Encoder:
+    def __init__(self, spec: ModelSpec):
+        import open_clip
+        import torch
+
+        self.spec = spec
+        self.device = _pick_device(torch)
+        if spec.name == TINY_MODEL:
+            open_clip.add_model_config(MODEL_CONFIG_DIR / f"{TINY_MODEL}.json")
+        problem = weights_problem(spec)
+        if problem:
+            raise ModelUnavailable(problem)
+        if spec.name not in open_clip.list_models():
+            raise ModelUnavailable(
+                f"MEEPO_CLIP_MODEL={spec.name} is not a model open_clip knows (try ViT-B-32, or {TINY_MODEL} offline)."
+            )
+        try:
+            # A fixed seed makes untrained weights (the tiny model) identical in every process.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(TINY_MODEL_SEED)
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    spec.name, pretrained=spec.pretrained, device=self.device
+                )
+        except Exception as error:
+            raise ModelUnavailable(
+                f"Could not load the {spec.pretrained!r} weights for {spec.name} ({error.__class__.__name__}: "
+                f"{str(error)[:200]}). open_clip downloads them on first use, which needs internet access. "
+                "Offline, download the checkpoint elsewhere and set MEEPO_CLIP_PRETRAINED=/path/to/checkpoint, "
+                f"or set MEEPO_CLIP_MODEL={TINY_MODEL} for an untrained demo model."
+            ) from None
+        model.eval()
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = open_clip.get_tokenizer(spec.name)
+        self.image_size = _image_size(preprocess)
+        self.dimension = int(model.text_projection.shape[1] if hasattr(model, "text_projection") else 0) or int(
+            self.encode_texts(["a"]).shape[1]
+        )
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device == "cuda"
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.on_gpu:
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def preprocess_image(self, image):
+        return self.preprocess(image)
+
+    def encode_pixels(self, batch):
+        """Encode a batch of already preprocessed images (a tensor) to normalised float32 vectors."""
+        import torch
+
+        with torch.inference_mode(), self._autocast():
+            batch = batch.to(self.device, non_blocking=True)
+            features = self.model.encode_image(batch)
+        return _normalised(features)
+
+    def encode_images(self, images: list) -> "np.ndarray":  # noqa: F821
+        import torch
+
+        return self.encode_pixels(torch.stack([self.preprocess(image) for image in images]))
+
+    def encode_texts(self, texts: list[str]) -> "np.ndarray":  # noqa: F821
+        import torch
+
+        tokens = self.tokenizer(texts)
+        with torch.inference_mode(), self._autocast():
+            features = self.model.encode_text(tokens.to(self.device))
+        return _normalised(features)
+
+
+def _normalised(features):
+    import torch
+
+    features = torch.nn.functional.normalize(features.float(), dim=-1)
+    return features.cpu().numpy()
+
+
+def _pick_device(torch) -> str:
+    wanted = settings.MEEPO_DEVICE
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise ModelUnavailable("MEEPO_DEVICE=cuda but no CUDA GPU is available; use MEEPO_DEVICE=auto or cpu.")
+    if wanted == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return wanted
+
+
+def _image_size(preprocess) -> int:
+    for transform in getattr(preprocess, "transforms", []):
+        size = getattr(transform, "size", None)
+        if size:
+            return size if isinstance(size, int) else size[0]
+    return 224
+
+
+_lock = threading.Lock()
+_encoders: dict[ModelSpec, Encoder] = {}
+
+
+def get_encoder() -> Encoder:
+    """The process's encoder for the configured model, loaded on first use."""
+    spec = configured_model()
+    encoder = _encoders.get(spec)
+    if encoder is None:
+        with _lock:
+            encoder = _encoders.get(spec)
+            if encoder is None:
+                encoder = _encoders[spec] = Encoder(spec)
+    return encoder
+
+
+def loaded_encoder() -> Encoder | None:
+    """The encoder if this process has already loaded it (status pages must not trigger a load)."""
+    return _encoders.get(configured_model())

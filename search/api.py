@@ -1,0 +1,225 @@
+"""The JSON API, validated and documented by django-ninja (schema at /api/openapi.json)."""
+
+import time
+
+from django.conf import settings
+from django.db.models import Count, Q
+from django.http import HttpRequest
+from ninja import File, NinjaAPI, Query, Schema
+from ninja.errors import HttpError, ValidationError
+from ninja.files import UploadedFile
+from pydantic import Field
+
+from catalog.models import Item, ItemImage
+from pipeline import index as index_store
+from pipeline.encoder import ModelUnavailable, configured_model, loaded_encoder
+from search import searcher
+from search.queries import QueryRejected, image_from_upload, image_from_url
+
+api = NinjaAPI(
+    title="Meepo",
+    version="1.0",
+    description="Semantic image search over a shop catalogue: text, photo and photo-URL queries.",
+    urls_namespace="api",
+)
+
+
+class ErrorOut(Schema):
+    error: str
+
+
+class ResultOut(Schema):
+    item_id: int
+    title: str
+    score: float
+    url: str = Field(description="the item's page on this site")
+    product_url: str = Field(description="the item's page in the shop, if the catalogue gives one")
+    image_url: str
+    thumbnail_url: str
+    category: str
+    price: str | None = Field(description="decimal as a string, e.g. '12.50'")
+    currency: str
+
+
+class ModelOut(Schema):
+    name: str
+    trained: bool = Field(description="false when results come from an untrained model (demo/tests)")
+
+
+class SearchOut(Schema):
+    results: list[ResultOut]
+    total: int
+    limit: int
+    offset: int
+    processing_time_ms: float
+    model: ModelOut
+
+
+class PageParams(Schema):
+    limit: int = Field(24, ge=1, le=100)
+    offset: int = Field(0, ge=0, le=10_000)
+    category: str = Field("", max_length=100)
+
+
+class TextSearchParams(PageParams):
+    q: str = Field(..., min_length=1, max_length=settings.MEEPO_MAX_QUERY_LENGTH, description="what to look for")
+
+
+class UrlQuery(Schema):
+    url: str = Field(..., min_length=1, max_length=2000, description="an http(s) URL of a photo")
+
+
+ERRORS = {400: ErrorOut, 404: ErrorOut, 413: ErrorOut, 503: ErrorOut}
+
+
+@api.exception_handler(ValidationError)
+def validation_error(request: HttpRequest, error: ValidationError):
+    messages = []
+    for problem in error.errors:
+        field = ".".join(str(part) for part in problem.get("loc", [])[1:]) or "request"
+        messages.append(f"{field}: {problem.get('msg', 'invalid value')}")
+    return api.create_response(request, {"error": "; ".join(messages)}, status=400)
+
+
+@api.exception_handler(HttpError)
+def http_error(request: HttpRequest, error: HttpError):
+    return api.create_response(request, {"error": error.message}, status=error.status_code)
+
+
+@api.exception_handler(QueryRejected)
+def query_rejected(request: HttpRequest, error: QueryRejected):
+    return api.create_response(request, {"error": str(error)}, status=400)
+
+
+@api.exception_handler(searcher.IndexNotReady)
+@api.exception_handler(ModelUnavailable)
+def not_ready(request: HttpRequest, error: Exception):
+    return api.create_response(request, {"error": str(error)}, status=503)
+
+
+def _results(request: HttpRequest, found: searcher.Results, *, limit: int, offset: int, started: float) -> dict:
+    spec = configured_model()
+    return {
+        "results": [
+            {
+                "item_id": hit.item.id,
+                "title": hit.item.title,
+                "score": round(hit.score, 4),
+                "url": request.build_absolute_uri(hit.item.get_absolute_url()),
+                "product_url": hit.item.url,
+                "image_url": request.build_absolute_uri(hit.image.image_url),
+                "thumbnail_url": request.build_absolute_uri(hit.image.thumbnail_url),
+                "category": hit.item.category,
+                "price": None if hit.item.price is None else str(hit.item.price),
+                "currency": hit.item.currency,
+            }
+            for hit in found.hits
+        ],
+        "total": found.total,
+        "limit": limit,
+        "offset": offset,
+        "processing_time_ms": round((time.perf_counter() - started) * 1000, 2),
+        "model": {"name": spec.name, "trained": spec.trained},
+    }
+
+
+@api.get("/search", response={200: SearchOut, **ERRORS}, summary="Search by text")
+def search_text(request: HttpRequest, params: Query[TextSearchParams]):
+    started = time.perf_counter()
+    query = searcher.normalise_query(params.q)
+    if not query:
+        raise HttpError(400, "q: the query is empty.")
+    found = searcher.search_by_text(query=query, limit=params.limit, offset=params.offset, category=params.category)
+    return _results(request, found, limit=params.limit, offset=params.offset, started=started)
+
+
+@api.post("/search/image", response={200: SearchOut, **ERRORS}, summary="Search with an uploaded photo")
+def search_image(request: HttpRequest, params: Query[PageParams], image: File[UploadedFile]):
+    started = time.perf_counter()
+    searcher.served_index()
+    vector = searcher.image_query_vector(image_from_upload(image))
+    found = searcher.search_by_vector(vector=vector, limit=params.limit, offset=params.offset, category=params.category)
+    return _results(request, found, limit=params.limit, offset=params.offset, started=started)
+
+
+@api.post("/search/url", response={200: SearchOut, **ERRORS}, summary="Search with the URL of a photo")
+def search_url(request: HttpRequest, body: UrlQuery, params: Query[PageParams]):
+    started = time.perf_counter()
+    searcher.served_index()
+    vector = searcher.image_query_vector(image_from_url(body.url))
+    found = searcher.search_by_vector(vector=vector, limit=params.limit, offset=params.offset, category=params.category)
+    return _results(request, found, limit=params.limit, offset=params.offset, started=started)
+
+
+@api.get("/items/{item_id}/similar", response={200: SearchOut, **ERRORS}, summary="Items that look like this one")
+def similar(request: HttpRequest, item_id: int, params: Query[PageParams]):
+    started = time.perf_counter()
+    item = Item.objects.filter(id=item_id, active=True).first()
+    if item is None:
+        raise HttpError(404, f"There is no item {item_id}.")
+    found = searcher.similar_items(item=item, limit=params.limit, offset=params.offset)
+    return _results(request, found, limit=params.limit, offset=params.offset, started=started)
+
+
+class CountsOut(Schema):
+    items: int
+    active_items: int
+    images: int
+    embedded: int
+    pending: int
+    failed: int
+
+
+class StatusModelOut(Schema):
+    name: str
+    pretrained: str | None
+    trained: bool
+    loaded: bool
+    device: str | None
+    dimension: int | None
+
+
+class StatusIndexOut(Schema):
+    type: str | None
+    vectors: int
+    built_at: str | None
+    model: str | None
+    matches_model: bool
+
+
+class StatusOut(Schema):
+    counts: CountsOut
+    model: StatusModelOut
+    index: StatusIndexOut
+
+
+@api.get("/status", response=StatusOut, summary="Catalogue, model and index status")
+def status(request: HttpRequest):
+    states = ItemImage.objects.aggregate(
+        images=Count("id"),
+        embedded=Count("id", filter=Q(embedding_state=ItemImage.State.EMBEDDED)),
+        pending=Count("id", filter=Q(embedding_state=ItemImage.State.PENDING)),
+        failed=Count("id", filter=Q(embedding_state=ItemImage.State.FAILED)),
+    )
+    spec = configured_model()
+    encoder = loaded_encoder()
+    version = index_store.current_version()
+    meta = index_store.read_meta(version) if version else {}
+    return {
+        "counts": {"items": Item.objects.count(), "active_items": Item.objects.filter(active=True).count(), **states},
+        "model": {
+            "name": spec.name,
+            "pretrained": spec.pretrained,
+            "trained": spec.trained,
+            "loaded": encoder is not None,
+            "device": encoder.device if encoder else None,
+            "dimension": encoder.dimension if encoder else meta.get("dimension"),
+        },
+        "index": {
+            "type": meta.get("index_type"),
+            "vectors": meta.get("vectors", 0),
+            "built_at": meta.get("built_at"),
+            "model": meta.get("model_key"),
+            "matches_model": meta.get("model_key") == spec.key,
+        },
+    }

@@ -1,0 +1,130 @@
+import base64
+import io
+import math
+import secrets
+
+import numpy as np
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from catalog.models import Item
+from pipeline import index as index_store
+from pipeline.encoder import ModelUnavailable
+from search import searcher
+from search.forms import PhotoSearchForm, TextSearchForm
+from search.queries import QueryRejected, image_from_upload, image_from_url
+
+PHOTO_CACHE_PREFIX = "photo-query:"
+
+
+def _categories() -> list[str]:
+    return list(
+        Item.objects.filter(active=True).exclude(category="").values_list("category", flat=True).distinct().order_by("category")
+    )
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    latest = Item.objects.filter(active=True).prefetch_related("images")[: settings.MEEPO_PAGE_SIZE]
+    return render(
+        request,
+        "search/home.html",
+        {"form": TextSearchForm(), "photo_form": PhotoSearchForm(), "categories": _categories(), "latest": latest},
+    )
+
+
+@require_GET
+def results(request: HttpRequest) -> HttpResponse:
+    form = TextSearchForm(request.GET)
+    context = {"form": form, "photo_form": PhotoSearchForm(), "categories": _categories(), "hits": [], "query": ""}
+    if not form.is_valid():
+        context["error"] = " ".join(message for errors in form.errors.values() for message in errors)
+        return render(request, "search/results.html", context, status=400)
+    query = searcher.normalise_query(form.cleaned_data["q"])
+    photo = form.cleaned_data["photo"]
+    category = form.cleaned_data["category"]
+    page = form.cleaned_data["page"] or 1
+    if not query and not photo:
+        return redirect("search:home")
+    size = settings.MEEPO_PAGE_SIZE
+    offset = (page - 1) * size
+    context.update(query=query, category=category, page=page)
+    try:
+        if photo:
+            cached = cache.get(PHOTO_CACHE_PREFIX + photo)
+            if cached is None:
+                context["error"] = "This photo search has expired. Search with the photo again."
+                return render(request, "search/results.html", context, status=404)
+            context["photo"], context["photo_preview"] = photo, cached["preview"]
+            vector = np.frombuffer(cached["vector"], dtype=np.float32)
+            found = searcher.search_by_vector(vector=vector, limit=size, offset=offset, category=category)
+        else:
+            found = searcher.search_by_text(query=query, limit=size, offset=offset, category=category)
+    except (searcher.IndexNotReady, ModelUnavailable) as error:
+        context["error"] = str(error)
+        return render(request, "search/results.html", context, status=503)
+    pages = max(1, math.ceil(found.total / size))
+    context.update(hits=found.hits, total=found.total, pages=pages, page_numbers=_page_window(page, pages))
+    return render(request, "search/results.html", context)
+
+
+def _page_window(page: int, pages: int, width: int = 2) -> list[int]:
+    return list(range(max(1, page - width), min(pages, page + width) + 1))
+
+
+@require_POST
+def photo_search(request: HttpRequest) -> HttpResponse:
+    """Upload or URL in, redirect to a results page that can be reloaded and paginated."""
+    form = PhotoSearchForm(request.POST, request.FILES)
+    context = {"form": TextSearchForm(), "photo_form": form, "categories": _categories(), "latest": []}
+    if not form.is_valid():
+        context["photo_error"] = " ".join(message for errors in form.errors.values() for message in errors)
+        return render(request, "search/home.html", context, status=400)
+    try:
+        searcher.served_index()
+        if form.cleaned_data["image"]:
+            image = image_from_upload(form.cleaned_data["image"])
+        else:
+            image = image_from_url(form.cleaned_data["url"])
+        vector = searcher.image_query_vector(image)
+    except QueryRejected as error:
+        context["photo_error"] = str(error)
+        return render(request, "search/home.html", context, status=400)
+    except (searcher.IndexNotReady, ModelUnavailable) as error:
+        context["photo_error"] = str(error)
+        return render(request, "search/home.html", context, status=503)
+    token = secrets.token_urlsafe(12)
+    cache.set(PHOTO_CACHE_PREFIX + token, {"vector": vector.astype(np.float32).tobytes(), "preview": _preview(image)})
+    return redirect(f"{reverse('search:results')}?photo={token}")
+
+
+def _preview(image) -> str:
+    """A small data: URL of the query photo, so the results page can show what was searched."""
+    preview = image.copy()
+    preview.thumbnail((160, 160))
+    buffer = io.BytesIO()
+    preview.save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+@require_GET
+def item_detail(request: HttpRequest, item_id: int) -> HttpResponse:
+    item = get_object_or_404(Item.objects.prefetch_related("images"), id=item_id, active=True)
+    context = {"item": item, "form": TextSearchForm(), "similar": [], "similar_error": ""}
+    try:
+        context["similar"] = searcher.similar_items(item=item, limit=12).hits
+    except searcher.IndexNotReady as error:
+        context["similar_error"] = str(error)
+    return render(request, "search/item.html", context)
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"status": "ok", "index": index_store.current_version() is not None})
