@@ -39,7 +39,7 @@ def _open_lazily(data: bytes, max_pixels: int) -> Image.Image:
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageRejected("The file is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF).")
     except Exception as error:  # Pillow raises many kinds of errors for hostile headers.
-        raise ImageRejected(f"The image could not be read ({error.__class__.__name__}).") from None
+        raise ImageRejected(f"The image is damaged or unreadable ({error.__class__.__name__}).") from None
     if image.format not in ALLOWED_FORMATS:
         raise ImageRejected(f"{image.format} images are not supported; use JPEG, PNG, WebP, GIF, BMP or TIFF.")
     width, height = image.size

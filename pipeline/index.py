@@ -2,7 +2,7 @@
 
 Layout under MEEPO_INDEX_DIR:
     CURRENT                     the name of the version in service (replaced with os.replace)
-    v20261122-021500-ab12cd/    one build: index.faiss, ids.npy (row -> ItemImage id), meta.json
+    v20261122-021500-123456/ one build: index.faiss, ids.npy (row -> ItemImage id), meta.json
 A crash while building leaves at most an unreferenced folder; the one in service is never touched.
 """
 
@@ -72,7 +72,7 @@ def build_index(*, vectors: np.ndarray, ids: np.ndarray, spec: ModelSpec, dimens
     index = make_index(vectors, index_type)
     root = index_dir()
     root.mkdir(parents=True, exist_ok=True)
-    name = f"v{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    name = f"v{datetime.now(UTC):%Y%m%d-%H%M%S-%f}"
     building = root / f".building-{name}"
     building.mkdir()
     faiss.write_index(index, str(building / INDEX_FILE))
