@@ -62,6 +62,8 @@ class Encoder:
 
         self.spec = spec
         self.device = _pick_device(torch)
+        if settings.MEEPO_TORCH_THREADS:
+            torch.set_num_threads(settings.MEEPO_TORCH_THREADS)
         if spec.name == TINY_MODEL:
             open_clip.add_model_config(MODEL_CONFIG_DIR / f"{TINY_MODEL}.json")
         problem = weights_problem(spec)

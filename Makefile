@@ -1,0 +1,45 @@
+# Two commands for a newcomer (README): `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+MANAGE := $(BIN)/python manage.py
+export MEEPO_DATA_DIR ?= $(CURDIR)/var
+
+.PHONY: run test setup install css system-deps migrate demo lint
+
+run: setup demo
+	$(MANAGE) collectstatic --noinput -v0
+	$(BIN)/gunicorn -c deploy/gunicorn.conf.py meepo.wsgi
+
+test: setup system-deps
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+setup: install css migrate
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $@
+
+css: install
+	@command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q nodejs npm)
+	$(MANAGE) tailwind install
+	$(MANAGE) tailwind build
+
+# Headless Chromium for the browser tests (Debian's build; Playwright's own download is not used).
+system-deps:
+	@test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
+
+migrate: install
+	$(MANAGE) migrate --noinput -v0
+
+demo: migrate
+	$(MANAGE) import_catalog catalog/demo/catalogue.csv
+	$(MANAGE) embed_catalog
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .

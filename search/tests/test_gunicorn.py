@@ -1,0 +1,115 @@
+"""The real thing: gunicorn with deploy/gunicorn.conf.py, a SQLite file, the tiny model and FAISS."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from meepo.testing import DEMO_DIR, demo_rows, write_catalogue
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def post_photo(url: str, data: bytes) -> tuple[int, dict]:
+    boundary = uuid.uuid4().hex
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture
+def site(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    port = free_port()
+    env.update(
+        MEEPO_DATA_DIR=str(tmp_path / "var"),
+        MEEPO_CLIP_MODEL="meepo-tiny",
+        MEEPO_BIND=f"127.0.0.1:{port}",
+        MEEPO_WEB_WORKERS="2",
+        MEEPO_ACCESS_LOG="",
+    )
+
+    def manage(*args):
+        subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True)
+
+    manage("migrate", "-v0")
+    manage("import_catalog", str(write_catalogue(tmp_path / "first", demo_rows(8))))
+    manage("embed_catalog")
+    manage("collectstatic", "--noinput", "-v0")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "meepo.wsgi"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if get(base + "/healthz")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        server.kill()
+        pytest.fail("gunicorn did not start: " + server.stderr.read().decode()[-2000:])
+    yield base, manage, tmp_path
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_gunicorn_serves_search_and_picks_up_a_new_index(site):
+    base, manage, tmp_path = site
+
+    status, body = get(base + "/api/search?q=a+cat&limit=3")
+    assert status == 200
+    first = json.loads(body)
+    assert first["total"] == 8 and len(first["results"]) == 3 and first["model"]["trained"] is False
+
+    cat = (DEMO_DIR / "images" / "chelsea-cat.jpg").read_bytes()
+    status, found = post_photo(base + "/api/search/image", cat)
+    assert status == 200 and found["results"][0]["title"] == "Tabby cat print"
+    assert found["results"][0]["score"] >= 0.99
+
+    status, page = get(base + "/search?q=cat")
+    assert status == 200 and b"Tabby cat print" in page
+    status, _ = get(base + "/static/css/dist/styles.css")
+    assert status == 200
+
+    # The nightly run switches in a bigger index while the workers keep running.
+    manage("import_catalog", str(write_catalogue(tmp_path / "second", demo_rows(12)[8:])))
+    manage("embed_catalog")
+    totals = {json.loads(get(base + "/api/search?q=a+cat")[1])["total"] for _ in range(6)}
+    assert totals == {12}
