@@ -4,15 +4,24 @@ torch and open_clip are imported inside functions so that `migrate`, the admin a
 tests never pay for them.
 """
 
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
 TINY_MODEL = "meepo-tiny"
 TINY_MODEL_SEED = 20261122
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+
+
+OFFLINE_HINT = (
+    "Download the checkpoint on a machine with internet access and set MEEPO_CLIP_PRETRAINED to its path "
+    f"(e.g. /srv/meepo/weights/open_clip_pytorch_model.bin), or set MEEPO_CLIP_MODEL={TINY_MODEL} for an "
+    "untrained offline demo."
+)
 
 
 class ModelUnavailable(RuntimeError):
@@ -73,6 +82,9 @@ class Encoder:
             raise ModelUnavailable(
                 f"MEEPO_CLIP_MODEL={spec.name} is not a model open_clip knows (try ViT-B-32, or {TINY_MODEL} offline)."
             )
+        problem = _download_problem(open_clip, spec)
+        if problem:
+            raise ModelUnavailable(problem)
         try:
             # A fixed seed makes untrained weights (the tiny model) identical in every process.
             with torch.random.fork_rng(devices=[]):
@@ -83,9 +95,7 @@ class Encoder:
         except Exception as error:
             raise ModelUnavailable(
                 f"Could not load the {spec.pretrained!r} weights for {spec.name} ({error.__class__.__name__}: "
-                f"{str(error)[:200]}). open_clip downloads them on first use, which needs internet access. "
-                "Offline, download the checkpoint elsewhere and set MEEPO_CLIP_PRETRAINED=/path/to/checkpoint, "
-                f"or set MEEPO_CLIP_MODEL={TINY_MODEL} for an untrained demo model."
+                f"{str(error)[:200]}). {OFFLINE_HINT}"
             ) from None
         model.eval()
         self.model = model
@@ -133,6 +143,39 @@ class Encoder:
         with torch.inference_mode(), self._autocast():
             features = self.model.encode_text(tokens.to(self.device))
         return _normalised(features)
+
+
+def _download_problem(open_clip, spec: ModelSpec) -> str | None:
+    """Say at once when weights would have to be downloaded but cannot be: open_clip would otherwise
+    retry for a minute before failing."""
+    if not spec.pretrained or _looks_like_path(spec.pretrained):
+        return None
+    cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
+    if not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(spec.name)) or "none"
+        return f"MEEPO_CLIP_PRETRAINED={spec.pretrained} is not a weights tag of {spec.name} (known tags: {tags})."
+    if cfg.get("hf_hub"):
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        parts = cfg["hf_hub"].split("/")
+        model_id = "/".join(parts[:2])
+        names = {"open_clip_model.safetensors", "open_clip_pytorch_model.bin", *(parts[2:3] if parts[2:3] != [""] else [])}
+        if any(isinstance(try_to_load_from_cache(model_id, name), str) for name in names):
+            return None
+        host = urlsplit(constants.ENDPOINT).hostname
+    else:
+        url = cfg.get("url", "")
+        if (Path.home() / ".cache" / "clip" / Path(urlsplit(url).path).name).is_file():
+            return None
+        host = urlsplit(url).hostname
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return (
+            f"The {spec.pretrained!r} weights for {spec.name} are not downloaded yet and {host} cannot be reached "
+            f"(no internet access?). {OFFLINE_HINT}"
+        )
+    return None
 
 
 def _normalised(features):

@@ -1,0 +1,78 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from meepo.testing import DEMO_DIR
+from pipeline.encoder import Encoder, ModelSpec, ModelUnavailable, get_encoder
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_tiny_model_is_the_same_in_every_process():
+    fresh = Encoder(ModelSpec("meepo-tiny", None))
+    shared = get_encoder()
+    photo = Image.open(DEMO_DIR / "images" / "espresso-cup.jpg").convert("RGB")
+
+    assert np.array_equal(fresh.encode_texts(["a red mug"]), shared.encode_texts(["a red mug"]))
+    assert np.allclose(fresh.encode_images([photo]), shared.encode_images([photo]), atol=1e-6)
+
+
+def test_it_encodes_text_and_images_to_unit_vectors_of_one_size():
+    encoder = get_encoder()
+    photo = Image.open(DEMO_DIR / "images" / "chelsea-cat.jpg").convert("RGB")
+
+    texts = encoder.encode_texts(["fork", "a fluffy pink cat on a tv"])
+    images = encoder.encode_images([photo])
+
+    assert texts.shape == (2, 64) and images.shape == (1, 64) and encoder.dimension == 64
+    assert np.allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(np.linalg.norm(images, axis=1), 1.0, atol=1e-5)
+    assert not encoder.spec.trained
+
+
+def test_a_missing_checkpoint_file_names_the_setting():
+    with pytest.raises(ModelUnavailable, match="MEEPO_CLIP_PRETRAINED=/no/such/weights.pt is not a file"):
+        Encoder(ModelSpec("ViT-B-32", "/no/such/weights.pt"))
+
+
+def test_an_unknown_weights_tag_lists_the_known_ones():
+    with pytest.raises(ModelUnavailable, match="not a weights tag of ViT-B-32 \\(known tags: openai"):
+        Encoder(ModelSpec("ViT-B-32", "no-such-tag"))
+
+
+def test_an_unknown_model_is_refused():
+    with pytest.raises(ModelUnavailable, match="MEEPO_CLIP_MODEL=ViT-Nope is not a model open_clip knows"):
+        Encoder(ModelSpec("ViT-Nope", None))
+
+
+def test_offline_the_default_model_fails_fast_with_one_clear_message(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MEEPO_CLIP_PRETRAINED")}
+    # An endpoint that can never resolve stands in for a machine without internet access.
+    env.update(
+        MEEPO_DATA_DIR=str(tmp_path / "var"),
+        MEEPO_CLIP_MODEL="ViT-B-32",
+        HF_ENDPOINT="https://weights.invalid",
+        HF_HOME=str(tmp_path / "hf"),
+    )
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "import_catalog", str(DEMO_DIR / "catalogue.csv")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "embed_catalog"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "weights.invalid cannot be reached" in result.stderr
+    assert "MEEPO_CLIP_PRETRAINED" in result.stderr and "MEEPO_CLIP_MODEL=meepo-tiny" in result.stderr
