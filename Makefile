@@ -11,9 +11,15 @@ run: setup demo
 	$(MANAGE) collectstatic --noinput -v0
 	$(BIN)/gunicorn -c deploy/gunicorn.conf.py meepo.wsgi
 
+# With MEEPO_TEST_DATABASE_URL set (.ci/run starts a local PostgreSQL), the database tests run a
+# second time against PostgreSQL.
 test: setup system-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+	@if [ -n "$$MEEPO_TEST_DATABASE_URL" ]; then \
+		echo "--- again on PostgreSQL ---"; \
+		DATABASE_URL="$$MEEPO_TEST_DATABASE_URL" $(BIN)/pytest -m "not slow and not browser" catalog pipeline search; \
+	fi
 
 setup: install css migrate
 
