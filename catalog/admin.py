@@ -85,4 +85,6 @@ class ItemAdmin(admin.ModelAdmin):
     @admin.action(description="Re-embed selected items on the next embed_catalog run")
     def re_embed(self, request, queryset):
         count = ItemImage.objects.filter(item__in=queryset).update(embedding_state=ItemImage.State.PENDING)
-        self.message_user(request, f"{count} image(s) will be re-embedded by the next embed_catalog run.", messages.INFO)
+        self.message_user(
+            request, f"{count} image(s) will be re-embedded by the next embed_catalog run.", messages.INFO
+        )

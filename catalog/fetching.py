@@ -121,7 +121,7 @@ def fetch_image(url: str, *, max_bytes: int | None = None, timeout: float | None
                 raise FetchRefused(f"The image is larger than {max_bytes // (1024 * 1024)} MB.")
             content = _read_capped(response, connection, max_bytes=max_bytes, deadline=deadline)
             return FetchedImage(url=url, content=content, content_type=content_type)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise FetchRefused("The server took too long to answer.") from None
         except (OSError, http.client.HTTPException) as error:
             raise FetchRefused(f"The image could not be downloaded ({error.__class__.__name__}).") from None

@@ -36,8 +36,12 @@ def _open_lazily(data: bytes, max_pixels: int) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageRejected("The file is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF).")
+    except UnidentifiedImageError:
+        raise ImageRejected(
+            "The file is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF)."
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageRejected(f"The image has too many pixels (the limit is {max_pixels:,}).") from None
     except Exception as error:  # Pillow raises many kinds of errors for hostile headers.
         raise ImageRejected(f"The image is damaged or unreadable ({error.__class__.__name__}).") from None
     if image.format not in ALLOWED_FORMATS:

@@ -104,7 +104,9 @@ def _csv_rows(path: Path) -> Iterator[Row]:
         for values in reader:
             # reader.line_num is the physical line the row ended on, which is what an editor shows.
             if None in values:
-                yield Row(f"line {reader.line_num}", {"__error__": "the row has more fields than the header"}, path.parent)
+                yield Row(
+                    f"line {reader.line_num}", {"__error__": "the row has more fields than the header"}, path.parent
+                )
                 continue
             yield Row(f"line {reader.line_num}", {k: (v or "").strip() for k, v in values.items()}, path.parent)
 

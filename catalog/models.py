@@ -28,12 +28,12 @@ class Item(models.Model):
     def __str__(self) -> str:
         return self.title
 
-    def get_absolute_url(self) -> str:
-        return reverse("search:item", args=[self.pk])
-
     def save(self, *args, **kwargs):
         self.sku = self.sku or None
         super().save(*args, **kwargs)
+
+    def get_absolute_url(self) -> str:
+        return reverse("search:item", args=[self.pk])
 
     @property
     def tag_list(self) -> list[str]:
@@ -76,8 +76,8 @@ class ItemImage(models.Model):
     def needing_embedding(model_key: str) -> Q:
         """Images never tried, changed since, or tried with another model (a failure is not retried
         until the bytes or the model change)."""
-        return Q(embedding_state=ItemImage.State.PENDING) | ~Q(embedded_model=model_key) | ~Q(
-            embedded_sha256=F("sha256")
+        return (
+            Q(embedding_state=ItemImage.State.PENDING) | ~Q(embedded_model=model_key) | ~Q(embedded_sha256=F("sha256"))
         )
 
     @property

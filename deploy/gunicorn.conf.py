@@ -21,4 +21,6 @@ max_requests_jitter = 500
 accesslog = os.environ.get("MEEPO_ACCESS_LOG", "-") or None
 forwarded_allow_ips = os.environ.get("MEEPO_FORWARDED_ALLOW_IPS", "127.0.0.1")
 # Torch would start one thread per core in every worker; split the cores between workers instead.
-raw_env = [f"MEEPO_TORCH_THREADS={os.environ.get('MEEPO_TORCH_THREADS', max(1, multiprocessing.cpu_count() // workers))}"]
+raw_env = [
+    f"MEEPO_TORCH_THREADS={os.environ.get('MEEPO_TORCH_THREADS', max(1, multiprocessing.cpu_count() // workers))}"
+]

@@ -138,8 +138,8 @@ def current_vectors(model_key: str):
 
 def load_vectors(model_key: str, *, chunk_size: int = 5000) -> tuple[np.ndarray, np.ndarray]:
     ids, rows = [], []
-    for image_id, data in current_vectors(model_key).order_by("image_id").values_list("image_id", "data").iterator(
-        chunk_size=chunk_size
+    for image_id, data in (
+        current_vectors(model_key).order_by("image_id").values_list("image_id", "data").iterator(chunk_size=chunk_size)
     ):
         ids.append(image_id)
         rows.append(np.frombuffer(data, dtype=np.float16))

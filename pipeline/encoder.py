@@ -159,7 +159,11 @@ def _download_problem(open_clip, spec: ModelSpec) -> str | None:
 
         parts = cfg["hf_hub"].split("/")
         model_id = "/".join(parts[:2])
-        names = {"open_clip_model.safetensors", "open_clip_pytorch_model.bin", *(parts[2:3] if parts[2:3] != [""] else [])}
+        names = {
+            "open_clip_model.safetensors",
+            "open_clip_pytorch_model.bin",
+            *(parts[2:3] if parts[2:3] != [""] else []),
+        }
         if any(isinstance(try_to_load_from_cache(model_id, name), str) for name in names):
             return None
         host = urlsplit(constants.ENDPOINT).hostname

@@ -82,7 +82,7 @@ def build_index(*, vectors: np.ndarray, ids: np.ndarray, spec: ModelSpec, dimens
         "pretrained": spec.pretrained,
         "model_key": spec.key,
         "dimension": dimension,
-        "vectors": int(len(vectors)),
+        "vectors": len(vectors),
         "index_type": index_type,
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "build_seconds": round(time.monotonic() - started, 3),

@@ -132,7 +132,7 @@ def _best_image_per_item(image_ids, scores, *, category: str, exclude_item_id: i
         images = images.exclude(item_id=exclude_item_id)
     by_id = {image.id: image for image in images}
     hits, seen = [], set()
-    for image_id, score in zip(image_ids, scores):
+    for image_id, score in zip(image_ids, scores, strict=True):
         image = by_id.get(int(image_id))
         if image is None or image.item_id in seen:
             continue

@@ -24,7 +24,11 @@ PHOTO_CACHE_PREFIX = "photo-query:"
 
 def _categories() -> list[str]:
     return list(
-        Item.objects.filter(active=True).exclude(category="").values_list("category", flat=True).distinct().order_by("category")
+        Item.objects.filter(active=True)
+        .exclude(category="")
+        .values_list("category", flat=True)
+        .distinct()
+        .order_by("category")
     )
 
 

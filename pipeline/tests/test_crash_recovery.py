@@ -25,7 +25,9 @@ def manage(env: dict, *args: str, check: bool = True) -> subprocess.CompletedPro
 
 def embedded_count(database: Path) -> int:
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as connection:
-        return connection.execute("SELECT count(*) FROM catalog_itemimage WHERE embedding_state='embedded'").fetchone()[0]
+        return connection.execute("SELECT count(*) FROM catalog_itemimage WHERE embedding_state='embedded'").fetchone()[
+            0
+        ]
 
 
 def served_index_is_whole(data_dir: Path) -> int:

@@ -36,7 +36,7 @@ def test_it_encodes_text_and_images_to_unit_vectors_of_one_size():
 
 
 def test_a_missing_checkpoint_file_names_the_setting():
-    with pytest.raises(ModelUnavailable, match="MEEPO_CLIP_PRETRAINED=/no/such/weights.pt is not a file"):
+    with pytest.raises(ModelUnavailable, match=r"MEEPO_CLIP_PRETRAINED=/no/such/weights\.pt is not a file"):
         Encoder(ModelSpec("ViT-B-32", "/no/such/weights.pt"))
 
 

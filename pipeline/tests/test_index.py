@@ -41,9 +41,7 @@ def test_each_build_goes_to_a_new_version_and_old_ones_are_pruned(settings, data
     settings.MEEPO_INDEX_KEEP = 2
     spec = ModelSpec("meepo-tiny", None)
     vectors = clustered_vectors(50, 64, seed=3)
-    versions = [
-        index_store.build_index(vectors=vectors, ids=np.arange(50), spec=spec, dimension=64) for _ in range(4)
-    ]
+    versions = [index_store.build_index(vectors=vectors, ids=np.arange(50), spec=spec, dimension=64) for _ in range(4)]
 
     assert index_store.current_version() == versions[-1]
     assert sorted(path.name for path in index_store.index_dir().glob("v*")) == [v.name for v in versions[-2:]]
