@@ -37,7 +37,7 @@ css: install
 
 # Headless Chromium for the browser tests (Debian's build; Playwright's own download is not used).
 system-deps:
-	@test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
+	@test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
 
 migrate: install
 	$(MANAGE) migrate --noinput -v0

@@ -16,5 +16,10 @@ urlpatterns = [
     path("", include("search.urls")),
 ]
 
+
+def media(request, path):
+    return serve(request, path, document_root=settings.MEDIA_ROOT)
+
+
 if settings.MEEPO_SERVE_MEDIA:
-    urlpatterns.append(re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}))
+    urlpatterns.append(re_path(r"^media/(?P<path>.*)$", media))

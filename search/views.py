@@ -32,13 +32,16 @@ def _categories() -> list[str]:
     )
 
 
+def _latest():
+    return Item.objects.filter(active=True).prefetch_related("images")[: settings.MEEPO_PAGE_SIZE]
+
+
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    latest = Item.objects.filter(active=True).prefetch_related("images")[: settings.MEEPO_PAGE_SIZE]
     return render(
         request,
         "search/home.html",
-        {"form": TextSearchForm(), "photo_form": PhotoSearchForm(), "categories": _categories(), "latest": latest},
+        {"form": TextSearchForm(), "photo_form": PhotoSearchForm(), "categories": _categories(), "latest": _latest()},
     )
 
 
@@ -85,7 +88,7 @@ def _page_window(page: int, pages: int, width: int = 2) -> list[int]:
 def photo_search(request: HttpRequest) -> HttpResponse:
     """Upload or URL in, redirect to a results page that can be reloaded and paginated."""
     form = PhotoSearchForm(request.POST, request.FILES)
-    context = {"form": TextSearchForm(), "photo_form": form, "categories": _categories(), "latest": []}
+    context = {"form": TextSearchForm(), "photo_form": form, "categories": _categories(), "latest": _latest()}
     if not form.is_valid():
         context["photo_error"] = " ".join(message for errors in form.errors.values() for message in errors)
         return render(request, "search/home.html", context, status=400)

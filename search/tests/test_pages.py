@@ -1,0 +1,294 @@
+"""The shopper's pages, rendered by the real views against a real catalogue and index."""
+
+from html.parser import HTMLParser
+from pathlib import Path
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.template import loader
+from django.urls import reverse
+
+from catalog.models import Item, ItemImage
+from meepo.testing import DEMO_DIR
+
+CAT_PHOTO = DEMO_DIR / "images" / "chelsea-cat.jpg"
+
+
+class _Elements(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.found: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.found.append((tag, dict(attrs)))
+
+
+def elements(response, tag: str, **wanted: str | None) -> list[dict[str, str | None]]:
+    """Attributes of each `tag` element whose attributes include `wanted` (data_x means data-x;
+    None means present with any value)."""
+    parser = _Elements()
+    parser.feed(response.content.decode())
+    wanted = {name.replace("_", "-"): value for name, value in wanted.items()}
+    return [
+        attrs
+        for found_tag, attrs in parser.found
+        if found_tag == tag
+        and all(name in attrs and (value is None or attrs[name] == value) for name, value in wanted.items())
+    ]
+
+
+def card_ids(response) -> list[int]:
+    """Item ids of the result cards, in page order."""
+    return [int(attrs["data-item-id"]) for attrs in elements(response, "a", data_result_card=None)]
+
+
+def text(response) -> str:
+    return response.content.decode()
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.rglob("*") if path.is_file()) if folder.exists() else []
+
+
+def test_home_offers_a_text_search_that_works_without_javascript(client, small_catalogue):
+    response = client.get("/")
+
+    assert response.status_code == 200
+    (search_form,) = elements(response, "form", role="search")
+    assert search_form["action"] == reverse("search:results")
+    assert search_form.get("method") == "get"
+    assert elements(response, "input", name="q", type="search")
+
+
+def test_home_offers_a_photo_search_form_with_file_and_url_fields(client, small_catalogue):
+    response = client.get("/")
+
+    (photo_form,) = elements(response, "form", data_photo_form=None)
+    assert photo_form["action"] == reverse("search:photo")
+    assert photo_form["method"] == "post"
+    assert photo_form["enctype"] == "multipart/form-data"
+    assert elements(response, "input", name="csrfmiddlewaretoken")
+    assert elements(response, "input", name="image", type="file")
+    assert elements(response, "input", name="url")
+    assert elements(response, "label", **{"for": "photo-image"})
+    assert elements(response, "script", src="/static/js/meepo.js")
+
+
+def test_home_lists_the_latest_items_with_links_and_prices(client, small_catalogue):
+    response = client.get("/")
+
+    assert sorted(card_ids(response)) == sorted(item.id for item in small_catalogue)
+    cat = next(item for item in small_catalogue if item.title == "Tabby cat print")
+    assert elements(response, "a", href=cat.get_absolute_url(), data_result_card=None)
+    assert elements(response, "img", alt="Tabby cat print")
+    assert f"{cat.price} {cat.currency}" in text(response)
+    assert "data-empty-catalogue" not in text(response)
+
+
+def test_home_has_a_chip_for_each_category(client, small_catalogue):
+    response = client.get("/")
+
+    assert elements(response, "a", href="/search?q=Animals&category=Animals")
+    assert elements(response, "a", href="/search?q=People&category=People")
+
+
+def test_an_empty_catalogue_tells_the_admin_which_commands_to_run(client, db, data_dir):
+    response = client.get("/")
+
+    assert response.status_code == 200
+    assert card_ids(response) == []
+    assert "The catalogue is empty" in text(response)
+    assert "python manage.py import_catalog" in text(response)
+    assert "python manage.py embed_catalog" in text(response)
+
+
+def test_every_page_warns_that_the_untrained_model_gives_meaningless_results(client, small_catalogue):
+    response = client.get("/")
+
+    assert len(elements(response, "div", data_untrained_banner=None)) == 1
+    assert "untrained demo model (<strong>meepo-tiny</strong>)" in text(response)
+    assert "not meaningful" in text(response)
+
+
+def test_a_trained_model_shows_no_warning(client, small_catalogue, settings):
+    settings.MEEPO_CLIP_MODEL, settings.MEEPO_CLIP_PRETRAINED = "ViT-B-32", "openai"
+
+    response = client.get("/")
+
+    assert response.status_code == 200
+    assert not elements(response, "div", data_untrained_banner=None)
+
+
+def test_a_text_search_shows_a_card_for_every_item_with_its_score(client, indexed_catalogue):
+    response = client.get("/search", {"q": "a cat"})
+
+    assert response.status_code == 200
+    assert sorted(card_ids(response)) == sorted(item.id for item in indexed_catalogue)
+    assert "8 items" in text(response)
+    assert text(response).count('title="Similarity score"') == 8
+    assert elements(response, "input", name="q", value="a cat")
+    assert elements(response, "div", data_untrained_banner=None)
+
+
+def test_a_text_search_in_a_category_shows_only_that_category(client, indexed_catalogue):
+    response = client.get("/search", {"q": "portrait", "category": "People"})
+
+    people = {item.id for item in indexed_catalogue if item.category == "People"}
+    assert set(card_ids(response)) == people
+    assert elements(response, "option", value="People", selected=None)
+
+
+def test_results_are_paginated_with_links_that_keep_the_query_and_category(client, indexed_catalogue, settings):
+    settings.MEEPO_PAGE_SIZE = 2
+
+    first = client.get("/search", {"q": "animal", "category": "Animals"})
+    second = client.get("/search", {"q": "animal", "category": "Animals", "page": 2})
+    last = client.get("/search", {"q": "animal", "category": "Animals", "page": 3})
+
+    assert [len(card_ids(page)) for page in (first, second, last)] == [2, 2, 1]
+    seen = card_ids(first) + card_ids(second) + card_ids(last)
+    assert sorted(seen) == sorted(item.id for item in indexed_catalogue if item.category == "Animals")
+    assert elements(first, "a", href="?q=animal&category=Animals&page=2", rel="next")
+    assert elements(second, "a", href="?q=animal&category=Animals&page=1", rel="prev")
+    assert elements(second, "a", href="?q=animal&category=Animals&page=2", aria_current="page")
+    assert elements(second, "a", href="?q=animal&category=Animals&page=3", rel="next")
+    assert not elements(last, "a", rel="next")
+
+
+def test_a_single_page_of_results_has_no_pagination(client, indexed_catalogue):
+    response = client.get("/search", {"q": "cat"})
+
+    assert not elements(response, "nav", data_pagination=None)
+
+
+def test_a_search_that_matches_nothing_says_so(client, indexed_catalogue):
+    response = client.get("/search", {"q": "teapot", "category": "Furniture"})
+
+    assert response.status_code == 200
+    assert card_ids(response) == []
+    assert "No items match “teapot” in Furniture." in text(response)
+    assert elements(response, "a", href="?q=teapot")
+
+
+def test_a_query_that_is_too_long_gives_400_with_the_reason_on_the_page(client, indexed_catalogue):
+    response = client.get("/search", {"q": "x" * 301})
+
+    assert response.status_code == 400
+    assert elements(response, "div", role="alert", data_search_error=None)
+    assert "Ensure this value has at most 300 characters (it has 301)." in text(response)
+    assert card_ids(response) == []
+
+
+def test_an_expired_photo_search_gives_404_and_asks_to_search_again(client, indexed_catalogue):
+    response = client.get("/search", {"photo": "no-such-token"})
+
+    assert response.status_code == 404
+    assert "This photo search has expired. Search with the photo again." in text(response)
+
+
+def test_searching_before_the_catalogue_is_indexed_gives_503_with_what_to_run(client, small_catalogue):
+    response = client.get("/search", {"q": "cat"})
+
+    assert response.status_code == 503
+    assert "Run: python manage.py embed_catalog" in text(response)
+
+
+def test_searching_with_a_catalogue_photo_finds_that_item_first(client, indexed_catalogue):
+    cat = next(item for item in indexed_catalogue if item.title == "Tabby cat print")
+    upload = SimpleUploadedFile("cat.jpg", CAT_PHOTO.read_bytes(), content_type="image/jpeg")
+
+    response = client.post("/search/photo", {"image": upload}, follow=True)
+
+    (redirect_url, status), *_ = response.redirect_chain
+    assert status == 302 and redirect_url.startswith("/search?photo=")
+    assert response.status_code == 200
+    assert card_ids(response)[0] == cat.id
+    assert len(card_ids(response)) == 8
+    (preview,) = elements(response, "img", alt="The photo you searched with")
+    assert preview["src"].startswith("data:image/jpeg;base64,")
+    assert "Items that look like your photo" in text(response)
+
+
+def test_a_photo_search_keeps_the_photo_in_the_category_filter(client, indexed_catalogue):
+    upload = SimpleUploadedFile("cat.jpg", CAT_PHOTO.read_bytes(), content_type="image/jpeg")
+    results_url = client.post("/search/photo", {"image": upload}).url
+    token = results_url.split("photo=")[1]
+
+    response = client.get("/search", {"photo": token, "category": "People"})
+
+    assert {item.id for item in indexed_catalogue if item.category == "People"} == set(card_ids(response))
+    assert elements(response, "input", type="hidden", name="photo", value=token)
+    assert not elements(response, "input", type="hidden", name="q")
+
+
+def test_a_file_that_is_not_an_image_gives_400_and_stores_nothing(client, indexed_catalogue, data_dir):
+    before = (Item.objects.count(), ItemImage.objects.count(), files_under(data_dir))
+    upload = SimpleUploadedFile("notes.jpg", b"these are my shopping notes", content_type="image/jpeg")
+
+    response = client.post("/search/photo", {"image": upload})
+
+    assert response.status_code == 400
+    assert len(elements(response, "div", role="alert", data_photo_error=None)) == 1
+    assert "The file is not an image in a supported format" in text(response)
+    assert (Item.objects.count(), ItemImage.objects.count(), files_under(data_dir)) == before
+
+
+def test_a_photo_search_without_a_photo_asks_for_one(client, indexed_catalogue):
+    response = client.post("/search/photo", {"url": "  "})
+
+    assert response.status_code == 400
+    assert "Choose a photo, drop one here, paste one, or give a photo&#x27;s URL." in text(response)
+    assert "data-empty-catalogue" not in text(response)
+
+
+def test_the_item_page_shows_the_details_and_more_like_this(client, indexed_catalogue):
+    cat = next(item for item in indexed_catalogue if item.title == "Tabby cat print")
+
+    response = client.get(cat.get_absolute_url())
+
+    assert response.status_code == 200
+    assert "<h1" in text(response) and "Tabby cat print</h1>" in text(response)
+    assert f"{cat.price} <span" in text(response)
+    assert elements(response, "img", alt="Tabby cat print", data_gallery_main=None)
+    for tag in cat.tag_list:
+        assert elements(response, "a", href=f"/search?q={tag.replace(' ', '%20')}")
+    assert "More like this" in text(response)
+    similar = card_ids(response)
+    assert len(similar) == 7
+    assert cat.id not in similar
+
+
+def test_the_item_page_links_to_the_shop_only_when_the_item_has_a_url(client, indexed_catalogue):
+    cat, other = indexed_catalogue[3], indexed_catalogue[4]
+    cat.url = "https://shop.example/cat"
+    cat.save()
+
+    assert elements(client.get(cat.get_absolute_url()), "a", href="https://shop.example/cat")
+    assert "View in shop" not in text(client.get(other.get_absolute_url()))
+
+
+def test_the_item_page_before_embedding_says_nothing_similar_is_indexed(client, small_catalogue):
+    response = client.get(small_catalogue[0].get_absolute_url())
+
+    assert response.status_code == 200
+    assert card_ids(response) == []
+    assert "Nothing similar has been indexed yet." in text(response)
+
+
+def test_a_hidden_item_is_not_found(client, indexed_catalogue):
+    hidden = indexed_catalogue[0]
+    hidden.active = False
+    hidden.save()
+
+    response = client.get(hidden.get_absolute_url())
+
+    assert response.status_code == 404
+    assert "This page is not in the catalogue" in text(response)
+    assert hidden.title not in text(response)
+
+
+def test_the_server_error_page_renders_without_a_request_or_database():
+    # As django.views.defaults.server_error does: no context, no request, no context processors.
+    html = loader.get_template("500.html").render()
+
+    assert "Something went wrong on our side" in html
+    assert 'href="/static/css/dist/styles.css"' in html
