@@ -194,6 +194,23 @@ MEEPO_HNSW_M = env_int("MEEPO_HNSW_M", 32, minimum=4)
 MEEPO_HNSW_EF_SEARCH = env_int("MEEPO_HNSW_EF_SEARCH", 128, minimum=16)
 MEEPO_INDEX_KEEP = env_int("MEEPO_INDEX_KEEP", 3, minimum=2)
 
+# --- Region search (windows) -----------------------------------------------------------------
+# Which parts of each catalogue image get a vector of their own (pipeline/windows.py explains the
+# format); MEEPO_WINDOWS=off turns region search off.
+MEEPO_WINDOWS = env_str("MEEPO_WINDOWS", "relative:0.5,0.75:0.5")
+MEEPO_WINDOWS_MAX = env_int("MEEPO_WINDOWS_MAX", 16)
+# Below this many window vectors the windows index is an exact SQ8 scan; above, IVF with SQ8.
+MEEPO_WINDOWS_EXACT_MAX = env_int("MEEPO_WINDOWS_EXACT_MAX", 200_000, minimum=1)
+MEEPO_WINDOWS_NPROBE = env_int("MEEPO_WINDOWS_NPROBE", 32, minimum=1)
+# How window hits of one catalogue image make its region score: weight of the best window, weight
+# of the mean of its hit windows, and a bonus times the share of its windows that were hit.
+try:
+    MEEPO_REGION_WEIGHTS = tuple(float(part) for part in env_list("MEEPO_REGION_WEIGHTS", ["0.7", "0.3", "0.05"]))
+except ValueError:
+    MEEPO_REGION_WEIGHTS = ()
+if len(MEEPO_REGION_WEIGHTS) != 3:
+    raise ImproperlyConfigured("MEEPO_REGION_WEIGHTS must be three numbers: max weight, mean weight, share bonus.")
+
 # --- Search --------------------------------------------------------------------------------
 MEEPO_MAX_QUERY_LENGTH = env_int("MEEPO_MAX_QUERY_LENGTH", 300, minimum=1)
 MEEPO_MAX_RESULTS = env_int("MEEPO_MAX_RESULTS", 1000, minimum=10)

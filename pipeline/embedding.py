@@ -1,9 +1,10 @@
 """embed_catalog: encode new or changed catalogue images, then rebuild and switch in the index."""
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,18 @@ from django.utils import timezone
 from catalog.images import ImageRejected, load_rgb
 from catalog.models import ItemImage
 from pipeline import index as index_store
+from pipeline.batching import prefetched
 from pipeline.encoder import Encoder, configured_model, get_encoder
 from pipeline.locking import exclusive_lock
-from pipeline.models import ImageVector
+from pipeline.models import ImageVector, WindowVectors
+from pipeline.window_embedding import (
+    configured_layout,
+    current_windows,
+    embed_windows,
+    images_needing_windows,
+    load_windows,
+)
+from pipeline.windows import Layout
 
 
 @dataclass
@@ -25,6 +35,7 @@ class EmbedReport:
     encoded: int = 0
     skipped: int = 0
     failed: int = 0
+    windows: int = 0  # images whose windows were encoded
     seconds: float = 0.0
     index_vectors: int | None = None  # None: the index in service was already up to date
 
@@ -32,7 +43,7 @@ class EmbedReport:
         rate = self.encoded / self.seconds if self.seconds else 0.0
         index = "index unchanged" if self.index_vectors is None else f"index rebuilt with {self.index_vectors} vectors"
         return (
-            f"encoded {self.encoded}, skipped {self.skipped}, failed {self.failed} "
+            f"encoded {self.encoded}, skipped {self.skipped}, failed {self.failed}, windows of {self.windows} images "
             f"in {self.seconds:.1f} s ({rate:.1f} images/s); {index}"
         )
 
@@ -44,16 +55,20 @@ def lock_path() -> Path:
 def embed_catalog(
     *,
     full: bool = False,
+    windows: bool = True,
     encoder_factory: Callable[[], Encoder] = get_encoder,
     iter_wrapper: Callable[[Iterable, int], Iterable] = lambda batches, total: batches,
+    windows_iter_wrapper: Callable[[Iterable, int], Iterable] = lambda batches, total: batches,
 ) -> EmbedReport:
     """Encode what needs it in committed batches (a killed run keeps every finished batch), then
     rebuild the index from the vector store and switch it in."""
     started = time.monotonic()
     spec = configured_model()
+    layout = configured_layout()
     with exclusive_lock(lock_path(), what="embed_catalog"):
         if full:
             ItemImage.objects.update(embedding_state=ItemImage.State.PENDING)
+            WindowVectors.objects.all().delete()
         todo = list(
             ItemImage.objects.filter(ItemImage.needing_embedding(spec.key)).order_by("id").values_list("id", flat=True)
         )
@@ -63,31 +78,22 @@ def embed_catalog(
             batch_size = settings.MEEPO_EMBED_BATCH_SIZE or (256 if encoder.on_gpu else 32)
             batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
             with ThreadPoolExecutor(max_workers=2) as pool:
-                for batch_ids in iter_wrapper(_prefetched(batches, encoder, pool), len(todo)):
+                loaded = prefetched(batches, partial(_load_batch, encoder=encoder), pool)
+                for batch_ids in iter_wrapper(loaded, len(todo)):
                     encoded, failed = _store_batch(*batch_ids, encoder=encoder)
                     report.encoded += encoded
                     report.failed += failed
-        report.index_vectors = rebuild_index_if_stale(spec=spec, force=full or bool(todo), encoder=encoder)
+        if windows and layout and images_needing_windows(spec.key, layout.key).exists():
+            encoder = encoder or encoder_factory()
+            report.windows = embed_windows(encoder=encoder, layout=layout, iter_wrapper=windows_iter_wrapper)
+        report.index_vectors = rebuild_index_if_stale(
+            spec=spec, layout=layout, force=full or bool(todo) or bool(report.windows), encoder=encoder
+        )
     report.seconds = time.monotonic() - started
     return report
 
 
-def _prefetched(batches: list[list[int]], encoder: Encoder, pool: ThreadPoolExecutor) -> Iterator[tuple]:
-    """Yield decoded batches while the next one is decoded in the background (overlaps I/O and
-    JPEG decoding with the forward pass)."""
-    pending = None
-    for ids in batches:
-        # Rows are read here: database connections belong to this thread.
-        images = list(ItemImage.objects.filter(id__in=ids).order_by("id"))
-        future = pool.submit(_load_batch, images, encoder)
-        if pending is not None:
-            yield pending.result()
-        pending = future
-    if pending is not None:
-        yield pending.result()
-
-
-def _load_batch(images: list[ItemImage], encoder: Encoder) -> tuple[list[ItemImage], list, dict[int, str]]:
+def _load_batch(images: list[ItemImage], *, encoder: Encoder) -> tuple[list[ItemImage], list, dict[int, str]]:
     pixels, errors = [], {}
     for image in images:
         try:
@@ -151,12 +157,19 @@ def load_vectors(model_key: str, *, chunk_size: int = 5000) -> tuple[np.ndarray,
     return vectors, np.asarray(ids, dtype=np.int64)
 
 
-def rebuild_index_if_stale(*, spec, force: bool, encoder: Encoder | None) -> int | None:
+def rebuild_index_if_stale(*, spec, layout: Layout | None, force: bool, encoder: Encoder | None) -> int | None:
     version = index_store.current_version()
     expected = current_vectors(spec.key).count()
+    expected_windows = current_windows(spec.key, layout.key).count() if layout else 0
     if not force and version is not None:
         meta = index_store.read_meta(version)
-        if meta["model_key"] == spec.key and meta["vectors"] == expected:
+        served_windows = meta.get("windows", {})
+        if (
+            meta["model_key"] == spec.key
+            and meta["vectors"] == expected
+            and served_windows.get("images", 0) == expected_windows
+            and (not expected_windows or served_windows.get("layout") == layout.key)
+        ):
             return None
     vectors, ids = load_vectors(spec.key)
     if len(vectors):
@@ -164,5 +177,9 @@ def rebuild_index_if_stale(*, spec, force: bool, encoder: Encoder | None) -> int
     else:
         dimension = (encoder or get_encoder()).dimension
         vectors = np.empty((0, dimension), dtype=np.float32)
-    index_store.build_index(vectors=vectors, ids=ids, spec=spec, dimension=dimension)
+    window_set = None
+    if layout and expected_windows:
+        window_vectors, window_ids, boxes = load_windows(spec, layout)
+        window_set = index_store.WindowSet(vectors=window_vectors, ids=window_ids, boxes=boxes, layout=layout.key)
+    index_store.build_index(vectors=vectors, ids=ids, spec=spec, dimension=dimension, windows=window_set)
     return len(ids)

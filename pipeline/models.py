@@ -16,3 +16,19 @@ class ImageVector(models.Model):
 
     def __str__(self) -> str:
         return f"vector of image {self.image_id} ({self.model})"
+
+
+class WindowVectors(models.Model):
+    """The windows of one catalogue image (region search): their boxes and their vectors."""
+
+    image = models.OneToOneField(ItemImage, on_delete=models.CASCADE, related_name="windows", primary_key=True)
+    model = models.CharField(max_length=300, db_index=True)
+    sha256 = models.CharField(max_length=64)
+    # The window layout's key (pipeline/windows.py): a changed layout re-embeds windows only.
+    layout = models.CharField(max_length=100)
+    # int32 rows of (x, y, w, h) in the image's pixels, and float16 rows of unit vectors, same order.
+    boxes = models.BinaryField()
+    data = models.BinaryField()
+
+    def __str__(self) -> str:
+        return f"windows of image {self.image_id} ({self.model}, {self.layout})"

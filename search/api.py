@@ -1,11 +1,12 @@
 """The JSON API, validated and documented by django-ninja (schema at /api/openapi.json)."""
 
 import time
+from typing import Literal
 
 from django.conf import settings
 from django.db.models import Count, Q
 from django.http import HttpRequest
-from ninja import File, NinjaAPI, Query, Schema
+from ninja import File, Form, NinjaAPI, Query, Schema
 from ninja.errors import HttpError, ValidationError
 from ninja.files import UploadedFile
 from pydantic import Field
@@ -14,7 +15,7 @@ from catalog.models import Item, ItemImage
 from pipeline import index as index_store
 from pipeline.encoder import ModelUnavailable, configured_model, loaded_encoder
 from search import searcher
-from search.queries import QueryRejected, image_from_upload, image_from_url
+from search.queries import QueryRejected, image_from_upload, image_from_url, parse_box, prepare
 
 api = NinjaAPI(
     title="Meepo",
@@ -39,6 +40,10 @@ class ResultOut(Schema):
     category: str
     price: str | None = Field(description="decimal as a string, e.g. '12.50'")
     currency: str
+    match: Literal["full", "region"] = Field(description="whether the whole image or one region of it matched")
+    box: list[int] | None = Field(description="for region matches: [x, y, w, h] in the item image's pixels")
+    width: int = Field(description="the matched item image's width in pixels")
+    height: int = Field(description="the matched item image's height in pixels")
 
 
 class ModelOut(Schema):
@@ -63,9 +68,19 @@ class PageParams(Schema):
 
 class TextSearchParams(PageParams):
     q: str = Field(..., min_length=1, max_length=settings.MEEPO_MAX_QUERY_LENGTH, description="what to look for")
+    regions: bool = Field(False, description="let the text match regions of catalogue images too")
 
 
-class UrlQuery(Schema):
+class PhotoOptions(Schema):
+    box: str | None = Field(None, max_length=80, description="search only this part: x,y,w,h in the photo's pixels")
+    mode: Literal["full", "region", "both"] = Field(
+        "both", description="match whole catalogue images, regions of them, or both"
+    )
+    remove_text: bool = Field(False, description="remove overlaid text (memes, watermarks) first")
+    enhance: bool = Field(False, description="raise contrast, brightness and sharpness first")
+
+
+class UrlQuery(PhotoOptions):
     url: str = Field(..., min_length=1, max_length=2000, description="an http(s) URL of a photo")
 
 
@@ -112,6 +127,10 @@ def _results(request: HttpRequest, found: searcher.Results, *, limit: int, offse
                 "category": hit.item.category,
                 "price": None if hit.item.price is None else str(hit.item.price),
                 "currency": hit.item.currency,
+                "match": hit.match,
+                "box": list(hit.box) if hit.box else None,
+                "width": hit.image.width,
+                "height": hit.image.height,
             }
             for hit in found.hits
         ],
@@ -129,26 +148,38 @@ def search_text(request: HttpRequest, params: Query[TextSearchParams]):
     query = searcher.normalise_query(params.q)
     if not query:
         raise HttpError(400, "q: the query is empty.")
-    found = searcher.search_by_text(query=query, limit=params.limit, offset=params.offset, category=params.category)
+    found = searcher.search_by_text(
+        query=query, limit=params.limit, offset=params.offset, category=params.category, regions=params.regions
+    )
+    return _results(request, found, limit=params.limit, offset=params.offset, started=started)
+
+
+def _photo_search(request: HttpRequest, load_image, options: PhotoOptions, params: PageParams, started: float):
+    box = parse_box(options.box)
+    searcher.served_index()
+    image = prepare(load_image(), box=box, remove_text=options.remove_text, enhance=options.enhance)
+    found = searcher.search_by_vector(
+        vector=searcher.image_query_vector(image),
+        limit=params.limit,
+        offset=params.offset,
+        category=params.category,
+        mode=options.mode,
+    )
     return _results(request, found, limit=params.limit, offset=params.offset, started=started)
 
 
 @api.post("/search/image", response={200: SearchOut, **ERRORS}, summary="Search with an uploaded photo")
-def search_image(request: HttpRequest, params: Query[PageParams], image: File[UploadedFile]):
+def search_image(
+    request: HttpRequest, params: Query[PageParams], image: File[UploadedFile], options: Form[PhotoOptions]
+):
     started = time.perf_counter()
-    searcher.served_index()
-    vector = searcher.image_query_vector(image_from_upload(image))
-    found = searcher.search_by_vector(vector=vector, limit=params.limit, offset=params.offset, category=params.category)
-    return _results(request, found, limit=params.limit, offset=params.offset, started=started)
+    return _photo_search(request, lambda: image_from_upload(image), options, params, started)
 
 
 @api.post("/search/url", response={200: SearchOut, **ERRORS}, summary="Search with the URL of a photo")
 def search_url(request: HttpRequest, body: UrlQuery, params: Query[PageParams]):
     started = time.perf_counter()
-    searcher.served_index()
-    vector = searcher.image_query_vector(image_from_url(body.url))
-    found = searcher.search_by_vector(vector=vector, limit=params.limit, offset=params.offset, category=params.category)
-    return _results(request, found, limit=params.limit, offset=params.offset, started=started)
+    return _photo_search(request, lambda: image_from_url(body.url), body, params, started)
 
 
 @api.get("/items/{item_id}/similar", response={200: SearchOut, **ERRORS}, summary="Items that look like this one")
@@ -179,12 +210,21 @@ class StatusModelOut(Schema):
     dimension: int | None
 
 
+class StatusWindowsOut(Schema):
+    layout: str
+    images: int
+    vectors: int
+    index_type: str
+    bytes_per_vector: float
+
+
 class StatusIndexOut(Schema):
     type: str | None
     vectors: int
     built_at: str | None
     model: str | None
     matches_model: bool
+    windows: StatusWindowsOut | None = Field(description="the windows index of region search, if built")
 
 
 class StatusOut(Schema):
@@ -221,5 +261,6 @@ def status(request: HttpRequest):
             "built_at": meta.get("built_at"),
             "model": meta.get("model_key"),
             "matches_model": meta.get("model_key") == spec.key,
+            "windows": meta.get("windows"),
         },
     }

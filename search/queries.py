@@ -8,9 +8,41 @@ from django.conf import settings
 from catalog.fetching import FetchRefused, fetch_image
 from catalog.images import ImageRejected, load_rgb
 
+MIN_BOX_SIDE = 16
+
 
 class QueryRejected(ValueError):
     """The query cannot be used; the message is shown to the shopper as it is."""
+
+
+def parse_box(text: str | None) -> tuple[int, int, int, int] | None:
+    """ "x,y,w,h" in the query photo's pixels, or None when no box was given."""
+    if text is None or not text.strip():
+        return None
+    try:
+        x, y, w, h = (round(float(part)) for part in text.split(","))
+    except ValueError:
+        raise QueryRejected("box must be four numbers x,y,w,h in the photo's pixels.") from None
+    return x, y, w, h
+
+
+def prepare(image, *, box=None, remove_text: bool = False, enhance: bool = False):
+    """Apply the shopper's clean-up choices, then cut out the box they drew."""
+    from search import cleanup
+
+    if box is not None:
+        x, y, w, h = box
+        if w < MIN_BOX_SIDE or h < MIN_BOX_SIDE:
+            raise QueryRejected(f"The box must be at least {MIN_BOX_SIDE} pixels on each side.")
+        if x < 0 or y < 0 or x + w > image.width or y + h > image.height:
+            raise QueryRejected(f"The box must lie inside the photo ({image.width}×{image.height} pixels).")
+    if remove_text:
+        image = cleanup.remove_text(image)
+    if enhance:
+        image = cleanup.enhance(image)
+    if box is not None:
+        image = image.crop((x, y, x + w, y + h))
+    return image
 
 
 def image_from_upload(upload) -> "Image.Image":  # noqa: F821

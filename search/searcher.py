@@ -1,92 +1,20 @@
-"""Searching the served index: opened lazily once per worker, reopened when a new version is switched in."""
+"""Search functions: text, photo and "more like this", one result per active item."""
 
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 
 from catalog.models import Item, ItemImage
-from pipeline import index as index_store
 from pipeline.encoder import configured_model, get_encoder
+from search.regions import ImageMatch, aggregate_windows, full_matches, merge
+from search.served_index import IndexNotReady, ServedIndex, served_index
 
-
-class IndexNotReady(RuntimeError):
-    """Search cannot run yet; the message tells the operator what to do."""
-
-
-@dataclass
-class ServedIndex:
-    version: Path
-    meta: dict
-    index: object  # a faiss.Index
-    ids: np.ndarray
-
-    @property
-    def size(self) -> int:
-        return int(self.index.ntotal)
-
-    def nearest(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(image ids, scores) of the k nearest vectors, best first."""
-        k = min(k, self.size)
-        if k <= 0:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
-        if self.meta["index_type"] == "hnsw":
-            import faiss
-
-            params = faiss.SearchParametersHNSW(efSearch=max(settings.MEEPO_HNSW_EF_SEARCH, k))
-            scores, rows = self.index.search(query, k, params=params)
-        else:
-            scores, rows = self.index.search(query, k)
-        keep = rows[0] >= 0
-        return self.ids[rows[0][keep]], scores[0][keep]
-
-
-def _open(version: Path) -> ServedIndex:
-    import faiss
-
-    # One query is too small to split across threads: OpenMP start-up costs more than it saves
-    # (7.5 ms with one thread vs 48 ms with two on a 100k flat index, issue #4).
-    faiss.omp_set_num_threads(1)
-    meta = index_store.read_meta(version)
-    spec = configured_model()
-    if meta["model_key"] != spec.key:
-        raise IndexNotReady(
-            f"The search index was built with {meta['model_key']}, but Meepo is configured for {spec.key}. "
-            "Run: python manage.py embed_catalog"
-        )
-    # Memory-mapped where FAISS allows it, so every worker shares one copy in the page cache.
-    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if meta["index_type"] == "flat" else 0
-    index = faiss.read_index(str(version / index_store.INDEX_FILE), flags)
-    ids = np.load(version / index_store.IDS_FILE, mmap_mode="r")
-    return ServedIndex(version=version, meta=meta, index=index, ids=ids)
-
-
-_lock = threading.Lock()
-_served: dict[str, object] = {"stamp": None, "index": None}
-
-
-def served_index() -> ServedIndex:
-    """The index in service. One stat() per call notices a newly switched version."""
-    pointer = index_store.index_dir() / index_store.POINTER
-    try:
-        stat = os.stat(pointer)
-    except FileNotFoundError:
-        raise IndexNotReady("The catalogue has not been indexed yet. Run: python manage.py embed_catalog") from None
-    stamp = (stat.st_ino, stat.st_mtime_ns, settings.MEEPO_CLIP_MODEL, settings.MEEPO_CLIP_PRETRAINED)
-    if _served["stamp"] != stamp:
-        with _lock:
-            if _served["stamp"] != stamp:
-                version = index_store.current_version()
-                if version is None:
-                    raise IndexNotReady("The search index is missing. Run: python manage.py embed_catalog")
-                _served["index"] = _open(version)
-                _served["stamp"] = stamp
-    return _served["index"]
+MODES = ("full", "region", "both")
+# How many window hits to fetch per wanted image: an image has up to about 16 windows.
+WINDOW_HITS_PER_IMAGE = 4
 
 
 @dataclass
@@ -94,6 +22,8 @@ class Hit:
     item: Item
     image: ItemImage
     score: float
+    match: str = "full"
+    box: tuple[int, int, int, int] | None = None
 
 
 @dataclass
@@ -103,7 +33,13 @@ class Results:
 
 
 def search_by_vector(
-    *, vector: np.ndarray, limit: int, offset: int = 0, category: str = "", exclude_item_id: int | None = None
+    *,
+    vector: np.ndarray,
+    limit: int,
+    offset: int = 0,
+    category: str = "",
+    mode: str = "full",
+    exclude_item_id: int | None = None,
 ) -> Results:
     """One result per active item (its best image), best first.
 
@@ -111,12 +47,19 @@ def search_by_vector(
     hits are filtered here, widening the search until the page is full or MEEPO_MAX_RESULTS is reached.
     """
     served = served_index()
+    if mode != "full" and served.windows is None:
+        if mode == "region":
+            raise IndexNotReady(
+                "Region search is not available: the index has no windows. "
+                "Run: python manage.py embed_catalog (with MEEPO_WINDOWS set, without --no-windows)"
+            )
+        mode = "full"
     wanted = offset + limit
     cap = min(served.size, settings.MEEPO_MAX_RESULTS * 4)
     pool = min(cap, max(100, wanted * 4))
     while True:
-        image_ids, scores = served.nearest(vector, pool)
-        hits = _best_image_per_item(image_ids, scores, category=category, exclude_item_id=exclude_item_id)
+        matches = _nearest_images(served, vector, pool, mode)
+        hits = _best_image_per_item(matches, category=category, exclude_item_id=exclude_item_id)
         if len(hits) >= wanted or pool >= cap:
             break
         pool = min(cap, pool * 4)
@@ -124,20 +67,33 @@ def search_by_vector(
     return Results(hits=hits[offset:wanted], total=len(hits))
 
 
-def _best_image_per_item(image_ids, scores, *, category: str, exclude_item_id: int | None) -> list[Hit]:
-    images = ItemImage.objects.filter(id__in=[int(i) for i in image_ids], item__active=True).select_related("item")
+def _nearest_images(served: ServedIndex, vector: np.ndarray, pool: int, mode: str) -> list[ImageMatch]:
+    found = []
+    if mode in ("full", "both"):
+        found.append(full_matches(*served.nearest(vector, pool)))
+    if mode in ("region", "both"):
+        ids, boxes, scores = served.windows.nearest(vector, pool * WINDOW_HITS_PER_IMAGE)
+        found.append(
+            aggregate_windows(ids, boxes, scores, served.windows.counts, weights=settings.MEEPO_REGION_WEIGHTS)
+        )
+    return merge(*found)
+
+
+def _best_image_per_item(matches: list[ImageMatch], *, category: str, exclude_item_id: int | None) -> list[Hit]:
+    images = ItemImage.objects.filter(id__in=[match.image_id for match in matches], item__active=True)
+    images = images.select_related("item")
     if category:
         images = images.filter(item__category=category)
     if exclude_item_id is not None:
         images = images.exclude(item_id=exclude_item_id)
     by_id = {image.id: image for image in images}
     hits, seen = [], set()
-    for image_id, score in zip(image_ids, scores, strict=True):
-        image = by_id.get(int(image_id))
+    for match in matches:
+        image = by_id.get(match.image_id)
         if image is None or image.item_id in seen:
             continue
         seen.add(image.item_id)
-        hits.append(Hit(item=image.item, image=image, score=float(score)))
+        hits.append(Hit(item=image.item, image=image, score=match.score, match=match.match, box=match.box))
     return hits
 
 
@@ -171,10 +127,11 @@ def normalise_query(query: str) -> str:
     return " ".join(query.split())
 
 
-def search_by_text(*, query: str, limit: int, offset: int = 0, category: str = "") -> Results:
+def search_by_text(*, query: str, limit: int, offset: int = 0, category: str = "", regions: bool = False) -> Results:
     served_index()  # fail with the operator's message before loading the model
     vector = text_vectors.get(normalise_query(query).lower())
-    return search_by_vector(vector=vector, limit=limit, offset=offset, category=category)
+    mode = "both" if regions else "full"
+    return search_by_vector(vector=vector, limit=limit, offset=offset, category=category, mode=mode)
 
 
 def image_query_vector(image) -> np.ndarray:

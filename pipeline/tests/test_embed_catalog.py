@@ -105,5 +105,5 @@ def test_the_command_prints_one_summary_line(small_catalogue, capsys):
     call_command("embed_catalog")
 
     out = capsys.readouterr().out
-    assert out.startswith("embed_catalog: encoded 8, skipped 0, failed 0 in ")
+    assert out.startswith("embed_catalog: encoded 8, skipped 0, failed 0, windows of 8 images in ")
     assert "images/s); index rebuilt with 8 vectors" in out

@@ -7,7 +7,7 @@ from meepo.testing import demo_rows, write_catalogue
 from pipeline import index as index_store
 from pipeline.embedding import embed_catalog
 from pipeline.encoder import ModelSpec
-from search import searcher
+from search import searcher, served_index
 
 
 def clustered_vectors(count: int, dimension: int, *, seed: int) -> np.ndarray:
@@ -28,7 +28,7 @@ def test_the_approximate_index_finds_what_exact_search_finds(settings, data_dir)
     spec = ModelSpec("meepo-tiny", None)
 
     version = index_store.build_index(vectors=vectors, ids=np.arange(len(vectors)), spec=spec, dimension=64)
-    served = searcher._open(version)
+    served = served_index._open(version)
 
     assert served.meta["index_type"] == "hnsw"
     _, truth = exact.search(queries, 10)

@@ -13,17 +13,26 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--full", action="store_true", help="re-encode every image, not only new or changed ones")
+        parser.add_argument("--no-windows", action="store_true", help="skip the windows used by region search")
 
-    def handle(self, *args, full: bool, **options):
-        def progress(batches, total):
-            bar = tqdm(total=total, desc="embedding", unit=" images", disable=not sys.stderr.isatty())
-            for batch in batches:
-                yield batch
-                bar.update(len(batch[0]))
-            bar.close()
+    def handle(self, *args, full: bool, no_windows: bool, **options):
+        def progress(label):
+            def wrap(batches, total):
+                bar = tqdm(total=total, desc=label, unit=" images", disable=not sys.stderr.isatty())
+                for batch in batches:
+                    yield batch
+                    bar.update(len(batch[0]))
+                bar.close()
+
+            return wrap
 
         try:
-            report = embed_catalog(full=full, iter_wrapper=progress)
+            report = embed_catalog(
+                full=full,
+                windows=not no_windows,
+                iter_wrapper=progress("images"),
+                windows_iter_wrapper=progress("windows"),
+            )
         except (AlreadyRunning, ModelUnavailable) as error:
             raise CommandError(str(error)) from None
         self.stdout.write(f"embed_catalog: {report.summary()}")

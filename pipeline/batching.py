@@ -1,0 +1,22 @@
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from catalog.models import ItemImage
+
+T = TypeVar("T")
+
+
+def prefetched(batches: list[list[int]], load: Callable[[list[ItemImage]], T], pool: ThreadPoolExecutor) -> Iterator[T]:
+    """Yield load(images) for each batch of ids while the next batch loads in the background
+    (overlaps file reads and JPEG decoding with the forward pass)."""
+    pending = None
+    for ids in batches:
+        # Rows are read here: database connections belong to this thread.
+        images = list(ItemImage.objects.filter(id__in=ids).order_by("id"))
+        future = pool.submit(load, images)
+        if pending is not None:
+            yield pending.result()
+        pending = future
+    if pending is not None:
+        yield pending.result()
