@@ -25,6 +25,30 @@ class Hit:
     match: str = "full"
     box: tuple[int, int, int, int] | None = None
 
+    @property
+    def box_percent(self) -> dict[str, float] | None:
+        """The matched region as percentages of the image, to outline it over any rendering size."""
+        return box_percent(self.box, self.image)
+
+    @property
+    def url(self) -> str:
+        """The item page, showing the matched image with the matched region outlined."""
+        if self.box is None:
+            return self.item.get_absolute_url()
+        return f"{self.item.get_absolute_url()}?image={self.image.id}&box={','.join(map(str, self.box))}"
+
+
+def box_percent(box, image: ItemImage) -> dict[str, float] | None:
+    if box is None or not image.width or not image.height:
+        return None
+    x, y, w, h = box
+    return {
+        "left": round(100 * x / image.width, 2),
+        "top": round(100 * y / image.height, 2),
+        "width": round(100 * w / image.width, 2),
+        "height": round(100 * h / image.height, 2),
+    }
+
 
 @dataclass
 class Results:

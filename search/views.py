@@ -12,12 +12,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from catalog.models import Item
+from catalog.images import load_rgb
+from catalog.models import Item, ItemImage
 from pipeline import index as index_store
 from pipeline.encoder import ModelUnavailable
 from search import searcher
 from search.forms import PhotoSearchForm, TextSearchForm
-from search.queries import QueryRejected, image_from_upload, image_from_url
+from search.queries import QueryRejected, image_from_upload, image_from_url, parse_box, prepare
 
 PHOTO_CACHE_PREFIX = "photo-query:"
 
@@ -67,11 +68,15 @@ def results(request: HttpRequest) -> HttpResponse:
             if cached is None:
                 context["error"] = "This photo search has expired. Search with the photo again."
                 return render(request, "search/results.html", context, status=404)
-            context["photo"], context["photo_preview"] = photo, cached["preview"]
+            context.update(photo=photo, photo_preview=cached["preview"], mode=cached["mode"])
             vector = np.frombuffer(cached["vector"], dtype=np.float32)
-            found = searcher.search_by_vector(vector=vector, limit=size, offset=offset, category=category)
+            found = searcher.search_by_vector(
+                vector=vector, limit=size, offset=offset, category=category, mode=cached["mode"]
+            )
         else:
-            found = searcher.search_by_text(query=query, limit=size, offset=offset, category=category)
+            regions = form.cleaned_data["regions"]
+            context["regions"] = regions
+            found = searcher.search_by_text(query=query, limit=size, offset=offset, category=category, regions=regions)
     except (searcher.IndexNotReady, ModelUnavailable) as error:
         context["error"] = str(error)
         return render(request, "search/results.html", context, status=503)
@@ -92,12 +97,17 @@ def photo_search(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         context["photo_error"] = " ".join(message for errors in form.errors.values() for message in errors)
         return render(request, "search/home.html", context, status=400)
+    data = form.cleaned_data
     try:
+        box = parse_box(data["box"])
         searcher.served_index()
-        if form.cleaned_data["image"]:
-            image = image_from_upload(form.cleaned_data["image"])
+        if data["image"]:
+            image = image_from_upload(data["image"])
+        elif data["item_image"]:
+            image = _catalogue_image(data["item_image"])
         else:
-            image = image_from_url(form.cleaned_data["url"])
+            image = image_from_url(data["url"])
+        image = prepare(image, box=box, remove_text=data["remove_text"], enhance=data["enhance"])
         vector = searcher.image_query_vector(image)
     except QueryRejected as error:
         context["photo_error"] = str(error)
@@ -106,8 +116,18 @@ def photo_search(request: HttpRequest) -> HttpResponse:
         context["photo_error"] = str(error)
         return render(request, "search/home.html", context, status=503)
     token = secrets.token_urlsafe(12)
-    cache.set(PHOTO_CACHE_PREFIX + token, {"vector": vector.astype(np.float32).tobytes(), "preview": _preview(image)})
+    cache.set(
+        PHOTO_CACHE_PREFIX + token,
+        {"vector": vector.astype(np.float32).tobytes(), "preview": _preview(image), "mode": data["mode"]},
+    )
     return redirect(f"{reverse('search:results')}?photo={token}")
+
+
+def _catalogue_image(image_id: int):
+    image = ItemImage.objects.filter(id=image_id, item__active=True).first()
+    if image is None:
+        raise QueryRejected("That catalogue image does not exist.")
+    return load_rgb(image.read_bytes(), max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS)
 
 
 def _preview(image) -> str:
@@ -122,12 +142,40 @@ def _preview(image) -> str:
 @require_GET
 def item_detail(request: HttpRequest, item_id: int) -> HttpResponse:
     item = get_object_or_404(Item.objects.prefetch_related("images"), id=item_id, active=True)
-    context = {"item": item, "form": TextSearchForm(), "similar": [], "similar_error": ""}
+    images = list(item.images.all())
+    shown, outline = _matched_region(request, images)
+    context = {
+        "item": item,
+        "images": images,
+        "shown_image": shown,
+        "outline": outline,
+        "form": TextSearchForm(),
+        "photo_form": PhotoSearchForm(),
+        "similar": [],
+        "similar_error": "",
+    }
     try:
         context["similar"] = searcher.similar_items(item=item, limit=12).hits
     except searcher.IndexNotReady as error:
         context["similar_error"] = str(error)
     return render(request, "search/item.html", context)
+
+
+def _matched_region(request: HttpRequest, images: list[ItemImage]):
+    """The image to show first and, when the shopper came from a region match, the region to
+    outline on it (?image=ID&box=x,y,w,h; anything invalid is ignored: it only changes the view)."""
+    shown = images[0] if images else None
+    try:
+        wanted = int(request.GET.get("image", ""))
+        box = parse_box(request.GET.get("box"))
+    except (ValueError, QueryRejected):
+        return shown, None
+    for image in images:
+        if image.id == wanted:
+            inside = box and box[0] >= 0 and box[1] >= 0 and box[0] + box[2] <= image.width
+            inside = inside and box[1] + box[3] <= image.height
+            return image, searcher.box_percent(box, image) if inside else None
+    return shown, None
 
 
 @require_GET
