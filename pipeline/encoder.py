@@ -139,9 +139,12 @@ class Encoder:
     def encode_texts(self, texts: list[str]) -> "np.ndarray":  # noqa: F821
         import torch
 
-        tokens = self.tokenizer(texts)
+        tokens = self.tokenizer(texts).to(self.device)
         with torch.inference_mode(), self._autocast():
-            features = self.model.encode_text(tokens.to(self.device))
+            if _can_truncate(self.model):
+                features = _encode_text_up_to_end(self.model, tokens)
+            else:
+                features = self.model.encode_text(tokens)
         return _normalised(features)
 
 
@@ -180,6 +183,34 @@ def _download_problem(open_clip, spec: ModelSpec) -> str | None:
             f"(no internet access?). {OFFLINE_HINT}"
         )
     return None
+
+
+def _can_truncate(model) -> bool:
+    import open_clip
+
+    return type(model) is open_clip.CLIP and model.text_pool_type == "argmax" and model.attn_mask is not None
+
+
+def _encode_text_up_to_end(model, tokens):
+    """CLIP's encode_text on the tokens up to the last end-of-text token only.
+
+    The text tower is causal (no position sees a later one) and pools at the end-of-text token (the
+    highest token id, hence argmax), so the padding after it cannot change the output: dropping it
+    is exact and turns 77 positions into the handful a shop query needs (issue #4).
+    """
+    import torch
+    from open_clip.transformer import text_global_pool
+
+    length = int(tokens.argmax(dim=-1).max()) + 1
+    tokens = tokens[:, :length]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    x = text_global_pool(x, tokens, model.text_pool_type)
+    if isinstance(model.text_projection, torch.nn.Linear):
+        return model.text_projection(x)
+    return x @ model.text_projection
 
 
 def _normalised(features):

@@ -76,3 +76,16 @@ def test_offline_the_default_model_fails_fast_with_one_clear_message(tmp_path):
     assert "Traceback" not in result.stderr
     assert "weights.invalid cannot be reached" in result.stderr
     assert "MEEPO_CLIP_PRETRAINED" in result.stderr and "MEEPO_CLIP_MODEL=meepo-tiny" in result.stderr
+
+
+def test_text_encoding_stops_at_the_end_token_without_changing_the_result():
+    import torch
+
+    encoder = get_encoder()
+    texts = ["fork", "a fluffy pink cat on a tv", "", "x " * 100]
+    tokens = encoder.tokenizer(texts)
+
+    with torch.inference_mode():
+        reference = torch.nn.functional.normalize(encoder.model.encode_text(tokens), dim=-1).numpy()
+
+    assert np.abs(encoder.encode_texts(texts) - reference).max() < 1e-5
