@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from catalog.images import ImageRejected, load_rgb
+from catalog.images import ImageRejected
 from catalog.models import ItemImage
 from pipeline import index as index_store
 from pipeline.batching import prefetched
@@ -97,8 +97,7 @@ def _load_batch(images: list[ItemImage], *, encoder: Encoder) -> tuple[list[Item
     pixels, errors = [], {}
     for image in images:
         try:
-            data = image.read_bytes()
-            pixels.append(encoder.preprocess(load_rgb(data, max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS)))
+            pixels.append(encoder.pixels_from_bytes(image.read_bytes()))
         except ImageRejected as error:
             errors[image.id] = str(error)
         except (OSError, ValueError) as error:

@@ -121,10 +121,5 @@ def text_queries(vectors: np.ndarray, count: int, *, seed: int = 1) -> np.ndarra
     gap = gap - (gap @ mean) * mean  # stay orthogonal to the estimated mean, whatever the catalogue
     gap /= np.linalg.norm(gap)
     noise = rng.standard_normal((count, dimension), dtype=np.float32) / np.float32(dimension**0.5)
-    queries = (
-        TEXT_GAP * gap
-        + TEXT_MEAN * mean
-        + TEXT_CONCEPT * _normalise(concept)
-        + TEXT_NOISE * noise
-    )
+    queries = TEXT_GAP * gap + TEXT_MEAN * mean + TEXT_CONCEPT * _normalise(concept) + TEXT_NOISE * noise
     return _normalise(queries.astype(np.float32))

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from catalog.models import Item, ItemImage
 from pipeline import index as index_store
-from pipeline.encoder import ModelUnavailable, configured_model, loaded_encoder
+from pipeline.encoder import ModelUnavailable, configured_model, get_encoder, loaded_encoder
 from search import searcher
 from search.queries import QueryRejected, image_from_upload, image_from_url, parse_box, prepare
 
@@ -157,7 +157,9 @@ def search_text(request: HttpRequest, params: Query[TextSearchParams]):
 def _photo_search(request: HttpRequest, load_image, options: PhotoOptions, params: PageParams, started: float):
     box = parse_box(options.box)
     searcher.served_index()
-    image = prepare(load_image(), box=box, remove_text=options.remove_text, enhance=options.enhance)
+    plain = box is None and not options.remove_text and not options.enhance
+    image = load_image(get_encoder().draft_size if plain else None)
+    image = prepare(image, box=box, remove_text=options.remove_text, enhance=options.enhance)
     found = searcher.search_by_vector(
         vector=searcher.image_query_vector(image),
         limit=params.limit,
@@ -173,13 +175,13 @@ def search_image(
     request: HttpRequest, params: Query[PageParams], image: File[UploadedFile], options: Form[PhotoOptions]
 ):
     started = time.perf_counter()
-    return _photo_search(request, lambda: image_from_upload(image), options, params, started)
+    return _photo_search(request, lambda draft: image_from_upload(image, draft_size=draft), options, params, started)
 
 
 @api.post("/search/url", response={200: SearchOut, **ERRORS}, summary="Search with the URL of a photo")
 def search_url(request: HttpRequest, body: UrlQuery, params: Query[PageParams]):
     started = time.perf_counter()
-    return _photo_search(request, lambda: image_from_url(body.url), body, params, started)
+    return _photo_search(request, lambda draft: image_from_url(body.url, draft_size=draft), body, params, started)
 
 
 @api.get("/items/{item_id}/similar", response={200: SearchOut, **ERRORS}, summary="Items that look like this one")

@@ -45,15 +45,16 @@ def prepare(image, *, box=None, remove_text: bool = False, enhance: bool = False
     return image
 
 
-def image_from_upload(upload) -> "Image.Image":  # noqa: F821
+def image_from_upload(upload, *, draft_size: tuple[int, int] | None = None) -> "Image.Image":  # noqa: F821
+    """draft_size: decode a JPEG only as finely as the model needs (not when a box will be cut)."""
     if upload is None:
         raise QueryRejected("Choose a photo to search with.")
     if upload.size > settings.MEEPO_MAX_UPLOAD_BYTES:
         raise QueryRejected(f"The photo is larger than {settings.MEEPO_MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
-    return _decode(upload.read())
+    return _decode(upload.read(), draft_size)
 
 
-def image_from_url(url: str) -> "Image.Image":  # noqa: F821
+def image_from_url(url: str, *, draft_size: tuple[int, int] | None = None) -> "Image.Image":  # noqa: F821
     url = (url or "").strip()
     if not url:
         raise QueryRejected("Give the URL of a photo.")
@@ -61,11 +62,11 @@ def image_from_url(url: str) -> "Image.Image":  # noqa: F821
         fetched = fetch_image(url, max_bytes=settings.MEEPO_MAX_UPLOAD_BYTES)
     except FetchRefused as error:
         raise QueryRejected(str(error)) from None
-    return _decode(fetched.content)
+    return _decode(fetched.content, draft_size)
 
 
-def _decode(data: bytes):
+def _decode(data: bytes, draft_size: tuple[int, int] | None):
     try:
-        return load_rgb(data, max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS)
+        return load_rgb(data, max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS, draft_size=draft_size)
     except ImageRejected as error:
         raise QueryRejected(str(error)) from None

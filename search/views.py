@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from catalog.images import load_rgb
 from catalog.models import Item, ItemImage
 from pipeline import index as index_store
-from pipeline.encoder import ModelUnavailable
+from pipeline.encoder import ModelUnavailable, get_encoder
 from search import searcher
 from search.forms import PhotoSearchForm, TextSearchForm
 from search.queries import QueryRejected, image_from_upload, image_from_url, parse_box, prepare
@@ -101,12 +101,14 @@ def photo_search(request: HttpRequest) -> HttpResponse:
     try:
         box = parse_box(data["box"])
         searcher.served_index()
+        plain = box is None and not data["remove_text"] and not data["enhance"]
+        draft = get_encoder().draft_size if plain else None
         if data["image"]:
-            image = image_from_upload(data["image"])
+            image = image_from_upload(data["image"], draft_size=draft)
         elif data["item_image"]:
             image = _catalogue_image(data["item_image"])
         else:
-            image = image_from_url(data["url"])
+            image = image_from_url(data["url"], draft_size=draft)
         image = prepare(image, box=box, remove_text=data["remove_text"], enhance=data["enhance"])
         vector = searcher.image_query_vector(image)
     except QueryRejected as error:
