@@ -6,6 +6,7 @@ tests never pay for them.
 
 import socket
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -65,7 +66,7 @@ def weights_problem(spec: ModelSpec) -> str | None:
 
 
 class Encoder:
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, *, optimised: bool = True):
         import open_clip
         import torch
 
@@ -98,6 +99,15 @@ class Encoder:
                 f"{str(error)[:200]}). {OFFLINE_HINT}"
             ) from None
         model.eval()
+        if optimised and self.device == "cpu" and settings.MEEPO_CPU_INT8:
+            # int8 weights for the image tower's linear layers: most of a ViT's time on a CPU, and
+            # image vectors stay within the cosine bars of issue #4 (measured by `manage.py
+            # benchmark`). The text tower stays fp32: its results must not change.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's notice that this API moves to torchao
+                model.visual = torch.ao.quantization.quantize_dynamic(
+                    model.visual, {torch.nn.Linear}, dtype=torch.qint8
+                )
         self.model = model
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(spec.name)

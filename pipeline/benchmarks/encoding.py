@@ -1,0 +1,171 @@
+"""Encoder benchmarks: Meepo's code paths against the naive way, in one process, on the same data.
+
+The naive baseline is written the way the seed articles do it: open each file with PIL, apply the
+open_clip preprocess, run the fp32 model in batches of 64, and encode text on the full 77-token
+context.
+"""
+
+import io
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline.encoder import Encoder
+
+DEMO_IMAGES = Path(__file__).resolve().parents[2] / "catalog" / "demo" / "images"
+NAIVE_BATCH = 64
+QUERIES = [
+    "fork",
+    "a fluffy pink cat on a tv",
+    "red coffee cup on a saucer",
+    "night sky full of stars",
+    "portrait of a woman in uniform",
+    "mountain trail in autumn",
+    "a rocket on the launch pad",
+    "paintbrushes with bright colours",
+]
+
+
+def shop_photos(count: int, *, seed: int = 0) -> list[bytes]:
+    """The demo photos, repeated and re-encoded as JPEGs of shop-photo sizes (800–2000 px)."""
+    rng = random.Random(seed)
+    sources = sorted(DEMO_IMAGES.glob("*.jpg"))
+    photos = []
+    for number in range(count):
+        image = Image.open(sources[number % len(sources)]).convert("RGB")
+        side = rng.randint(800, 2000)
+        scale = side / max(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=rng.randint(82, 95))
+        photos.append(buffer.getvalue())
+    return photos
+
+
+def naive_embed(encoder: Encoder, photos: list[bytes]) -> np.ndarray:
+    import torch
+
+    vectors = []
+    for start in range(0, len(photos), NAIVE_BATCH):
+        batch = torch.stack(
+            [
+                encoder.preprocess(Image.open(io.BytesIO(data)).convert("RGB"))
+                for data in photos[start : start + NAIVE_BATCH]
+            ]
+        )
+        with torch.inference_mode():
+            vectors.append(torch.nn.functional.normalize(encoder.model.encode_image(batch).float(), dim=-1).numpy())
+    return np.vstack(vectors)
+
+
+def meepo_embed(encoder: Encoder, photos: list[bytes], *, batch_size: int) -> np.ndarray:
+    """The embed_catalog path: draft-mode decoding in a background thread, overlapping the forward
+    pass, through the encoder's own encode_pixels."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    batches = [photos[start : start + batch_size] for start in range(0, len(photos), batch_size)]
+
+    def load(batch):
+        return torch.stack([encoder.pixels_from_bytes(data) for data in batch])
+
+    vectors = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, batches[0]) if batches else None
+        for number in range(len(batches)):
+            pixels = pending.result()
+            if number + 1 < len(batches):
+                pending = pool.submit(load, batches[number + 1])
+            vectors.append(encoder.encode_pixels(pixels))
+    return np.vstack(vectors)
+
+
+def embedding_compare(naive_encoder: Encoder, encoder: Encoder, *, count: int, batch_size: int) -> dict:
+    """naive_encoder is the same model unoptimised (fp32 everywhere)."""
+    photos = shop_photos(count)
+    meepo_embed(encoder, photos[:batch_size], batch_size=batch_size)  # warm-up: kernels, caches
+    naive_embed(naive_encoder, photos[:8])
+    started = time.perf_counter()
+    naive = naive_embed(naive_encoder, photos)
+    naive_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    meepo = meepo_embed(encoder, photos, batch_size=batch_size)
+    meepo_seconds = time.perf_counter() - started
+    cosines = (naive * meepo).sum(axis=1)
+    return {
+        "photos": count,
+        "naive_images_per_s": round(count / naive_seconds, 2),
+        "meepo_images_per_s": round(count / meepo_seconds, 2),
+        "speedup": round(naive_seconds / meepo_seconds, 2),
+        "cosine_to_naive_min": round(float(cosines.min()), 5),
+        "cosine_to_naive_mean": round(float(cosines.mean()), 5),
+    }
+
+
+def _percentiles(samples_ms: list[float]) -> dict:
+    return {
+        "p50_ms": round(float(np.percentile(samples_ms, 50)), 2),
+        "p95_ms": round(float(np.percentile(samples_ms, 95)), 2),
+    }
+
+
+def _timed(function, inputs, repeats: int) -> list[float]:
+    samples = []
+    for _ in range(repeats):
+        for value in inputs:
+            started = time.perf_counter()
+            function(value)
+            samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def text_encoder(encoder: Encoder, *, repeats: int) -> dict:
+    import torch
+
+    def naive(query: str) -> np.ndarray:
+        with torch.inference_mode():
+            features = encoder.model.encode_text(encoder.tokenizer([query]))
+        return torch.nn.functional.normalize(features.float(), dim=-1).numpy()[0]
+
+    def meepo(query: str) -> np.ndarray:
+        return encoder.encode_texts([query])[0]
+
+    naive(QUERIES[0]), meepo(QUERIES[0])
+    naive_ms, meepo_ms = _timed(naive, QUERIES, repeats), _timed(meepo, QUERIES, repeats)
+    difference = max(float(np.abs(naive(query) - meepo(query)).max()) for query in QUERIES)
+    return {
+        "naive": _percentiles(naive_ms),
+        "meepo": _percentiles(meepo_ms),
+        "speedup_p50": round(float(np.percentile(naive_ms, 50) / np.percentile(meepo_ms, 50)), 2),
+        "max_abs_difference": difference,
+    }
+
+
+def image_query_compare(naive_encoder: Encoder, encoder: Encoder, *, repeats: int) -> dict:
+    """From uploaded bytes to a query vector (what a photo search spends before FAISS)."""
+    import torch
+
+    photos = shop_photos(8, seed=1)
+
+    def naive(data: bytes) -> np.ndarray:
+        pixels = naive_encoder.preprocess(Image.open(io.BytesIO(data)).convert("RGB")).unsqueeze(0)
+        with torch.inference_mode():
+            features = naive_encoder.model.encode_image(pixels)
+        return torch.nn.functional.normalize(features.float(), dim=-1).numpy()[0]
+
+    def meepo(data: bytes) -> np.ndarray:
+        return encoder.encode_pixels(encoder.pixels_from_bytes(data).unsqueeze(0))[0]
+
+    naive(photos[0]), meepo(photos[0])
+    naive_ms, meepo_ms = _timed(naive, photos, repeats), _timed(meepo, photos, repeats)
+    cosines = [float(np.dot(naive(data), meepo(data))) for data in photos]
+    return {
+        "naive": _percentiles(naive_ms),
+        "meepo": _percentiles(meepo_ms),
+        "speedup_p50": round(float(np.percentile(naive_ms, 50) / np.percentile(meepo_ms, 50)), 2),
+        "cosine_to_naive_min": round(min(cosines), 5),
+    }
