@@ -1,0 +1,40 @@
+"""The speed-ups keep results equivalent (on the tiny model; `manage.py benchmark` checks ViT-B-32)."""
+
+import json
+
+from django.core.management import call_command
+
+from pipeline.benchmarks import encoding
+from pipeline.encoder import Encoder, get_encoder
+
+
+def test_fast_text_encoding_gives_the_naive_result():
+    result = encoding.text_encoder(get_encoder(), repeats=1)
+
+    assert result["max_abs_difference"] < 1e-5
+
+
+def test_fast_image_encoding_stays_close_to_the_naive_fp32_result():
+    meepo = get_encoder()
+    naive = Encoder(meepo.spec, optimised=False)
+
+    embedded = encoding.embedding_compare(naive, meepo, count=24, batch_size=8)
+    query = encoding.image_query_compare(naive, meepo, repeats=1)
+
+    # The tiny model's random features react more to decoding details than a trained model's;
+    # ViT-B-32 must reach min 0.99 / mean 0.995 (README, Performance).
+    assert embedded["cosine_to_naive_mean"] >= 0.995
+    assert embedded["cosine_to_naive_min"] >= 0.97
+    assert query["cosine_to_naive_min"] >= 0.97
+
+
+def test_the_benchmark_command_writes_a_json_report(tmp_path, capsys):
+    output = tmp_path / "report.json"
+
+    call_command("benchmark", "--quick", "--only", "encoding", "--output", str(output))
+
+    report = json.loads(output.read_text())
+    assert report["model"] == "meepo-tiny:untrained"
+    assert report["machine"]["cores"] >= 1 and "torch_threads" in report["machine"]
+    assert {"embedding", "text_encoder", "image_query"} <= set(report)
+    assert "embedding:" in capsys.readouterr().out
