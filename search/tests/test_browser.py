@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from meepo.testing import DEMO_DIR
+from pipeline.window_embedding import configured_layout
+from pipeline.windows import windows
 
 pytestmark = pytest.mark.browser
 
@@ -49,12 +51,86 @@ def page(browser, live_server):
     context.close()
 
 
+@pytest.fixture
+def phone(browser, live_server):
+    """A page in a touch-screen phone's viewport."""
+    context = browser.new_context(
+        base_url=live_server.url, viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True
+    )
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    context.close()
+
+
 def card_ids(page) -> list[int]:
     return [int(card.get_attribute("data-item-id")) for card in page.locator("[data-result-card]").all()]
 
 
 def the_cat(items):
     return next(item for item in items if item.title == "Tabby cat print")
+
+
+def a_window(item, number: int) -> tuple[int, int, int, int]:
+    """One of the windows the index holds for the item's photo, in the photo's pixels."""
+    image = item.images.first()
+    return windows(image.width, image.height, configured_layout())[number]
+
+
+def at(page, photo: str, x: float, y: float) -> tuple[float, float]:
+    """Where the point (x, y) of the photo, in its own pixels, lies on the page where `photo` (an
+    <img>) shows it; scrolled into view and settled first."""
+    image = page.locator(photo)
+    image.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "(selector) => new Promise((settled) => { const image = document.querySelector(selector);"
+        " const top = image.getBoundingClientRect().top;"
+        " requestAnimationFrame(() => requestAnimationFrame(() =>"
+        " settled(image.naturalWidth > 0 && image.getBoundingClientRect().top === top))); })",
+        arg=photo,
+    )
+    shown = image.bounding_box()
+    scale = shown["width"] / image.evaluate("(image) => image.naturalWidth")
+    return shown["x"] + x * scale, shown["y"] + y * scale
+
+
+def drawing(page, photo: str, box) -> tuple[tuple[float, float], tuple[float, float]]:
+    """A drag that draws `box` (in the photo's pixels) over `photo`: from the box's far corner to
+    its near one, overshooting the photo's edge where the box touches it, as a shopper does to get
+    the whole edge (the box is clamped to the photo)."""
+    x, y, w, h = box
+    end = at(page, photo, x, y)
+    return at(page, photo, x + w, y + h), (end[0] - (10 if x == 0 else 0), end[1] - (10 if y == 0 else 0))
+
+
+def drag_with_the_mouse(page, start, end):
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move((start[0] + end[0]) / 2, (start[1] + end[1]) / 2, steps=4)
+    page.mouse.move(*end, steps=4)
+    page.mouse.up()
+
+
+def drag_with_a_finger(page, start, end):
+    # Playwright's touchscreen only taps; Chromium's own input events make a real touch drag, which
+    # the page sees as pointer events with pointerType "touch".
+    session = page.context.new_cdp_session(page)
+    session.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": start[0], "y": start[1]}]})
+    for step in range(1, 9):
+        x = start[0] + (end[0] - start[0]) * step / 8
+        y = start[1] + (end[1] - start[1]) * step / 8
+        session.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
+    session.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    session.detach()
+
+
+def box_field(page, form: str) -> tuple[int, ...]:
+    value = page.locator(f"{form} input[name=box]").input_value()
+    return tuple(int(number) for number in value.split(",")) if value else ()
+
+
+def close_to(found, wanted, pixels: int = 2) -> bool:
+    return len(found) == len(wanted) and all(abs(a - b) <= pixels for a, b in zip(found, wanted, strict=True))
 
 
 def test_a_text_search_from_the_home_page_shows_result_cards(page, indexed_catalogue):
@@ -67,16 +143,21 @@ def test_a_text_search_from_the_home_page_shows_result_cards(page, indexed_catal
     assert page.locator("h1").inner_text() == "“a ginger cat”"
 
 
-def test_choosing_a_photo_searches_with_it_at_once(page, indexed_catalogue):
+def test_choosing_a_photo_shows_it_and_waits_for_the_shopper_to_search(page, indexed_catalogue):
     page.goto("/")
     page.get_by_label("Photo file").set_input_files(CAT_PHOTO)
+
+    assert page.get_by_alt_text("The photo you chose").is_visible()
+    assert page.get_by_role("button", name="Search this region").is_disabled()
+    assert page.url.endswith("/")
+    page.get_by_role("button", name="Search whole photo").click()
 
     page.wait_for_url(PHOTO_RESULTS)
     assert card_ids(page)[0] == the_cat(indexed_catalogue).id
     assert page.get_by_alt_text("The photo you searched with").is_visible()
 
 
-def test_dropping_a_photo_on_the_card_searches_with_it(page, indexed_catalogue):
+def test_dropping_a_photo_on_the_card_shows_it_to_search_with(page, indexed_catalogue):
     page.goto("/")
     transfer = page.evaluate_handle(PHOTO_TRANSFER, [base64.b64encode(CAT_PHOTO.read_bytes()).decode(), "cat.jpg"])
     page.dispatch_event("[data-photo-drop]", "dragenter", {"dataTransfer": transfer})
@@ -84,11 +165,14 @@ def test_dropping_a_photo_on_the_card_searches_with_it(page, indexed_catalogue):
 
     page.dispatch_event("[data-photo-drop]", "drop", {"dataTransfer": transfer})
 
+    assert page.get_by_alt_text("The photo you chose").is_visible()
+    assert page.locator("[data-photo-input]").evaluate("(input) => input.files[0].name") == "cat.jpg"
+    page.get_by_role("button", name="Search whole photo").click()
     page.wait_for_url(PHOTO_RESULTS)
     assert card_ids(page)[0] == the_cat(indexed_catalogue).id
 
 
-def test_pasting_a_photo_anywhere_on_the_page_searches_with_it(page, indexed_catalogue):
+def test_pasting_a_photo_anywhere_on_the_page_shows_it_to_search_with(page, indexed_catalogue):
     page.goto("/")
     transfer = page.evaluate_handle(PHOTO_TRANSFER, [base64.b64encode(CAT_PHOTO.read_bytes()).decode(), "cat.jpg"])
 
@@ -98,8 +182,62 @@ def test_pasting_a_photo_anywhere_on_the_page_searches_with_it(page, indexed_cat
         transfer,
     )
 
+    assert page.get_by_alt_text("The photo you chose").is_visible()
+    page.get_by_role("button", name="Search whole photo").click()
     page.wait_for_url(PHOTO_RESULTS)
     assert card_ids(page)[0] == the_cat(indexed_catalogue).id
+
+
+def test_a_box_drawn_with_the_mouse_searches_with_that_region_and_outlines_the_match(page, indexed_catalogue):
+    cat = the_cat(indexed_catalogue)
+    window = a_window(cat, 0)
+    page.goto("/")
+    page.get_by_label("Photo file").set_input_files(CAT_PHOTO)
+
+    drag_with_the_mouse(page, *drawing(page, "[data-photo-preview]", window))
+
+    assert close_to(box_field(page, "[data-photo-form]"), window)
+    page.get_by_role("button", name="Search this region").click()
+    page.wait_for_url(PHOTO_RESULTS)
+    first = page.locator("[data-result-card]").first
+    assert int(first.get_attribute("data-item-id")) == cat.id
+    assert first.get_attribute("data-match") == "region"
+    assert first.locator("[data-outline]").is_visible()
+    assert first.get_by_text("region match").is_visible()
+
+
+def test_a_box_too_small_to_search_with_is_explained_and_not_sent(page, indexed_catalogue):
+    page.goto("/")
+    page.get_by_label("Photo file").set_input_files(CAT_PHOTO)
+
+    drag_with_the_mouse(page, *drawing(page, "[data-photo-preview]", (100, 100, 10, 60)))
+
+    assert box_field(page, "[data-photo-form]") == ()
+    assert page.get_by_text("That box is too small").is_visible()
+    assert page.get_by_role("button", name="Search this region").is_disabled()
+    page.get_by_role("button", name="Clear box").click()
+    assert page.get_by_text("That box is too small").is_hidden()
+
+
+def test_a_box_can_be_moved_by_dragging_inside_it(page, indexed_catalogue):
+    page.goto("/")
+    page.get_by_label("Photo file").set_input_files(CAT_PHOTO)
+    drag_with_the_mouse(page, *drawing(page, "[data-photo-preview]", (20, 20, 100, 100)))
+
+    drag_with_the_mouse(page, at(page, "[data-photo-preview]", 60, 60), at(page, "[data-photo-preview]", 110, 90))
+
+    assert close_to(box_field(page, "[data-photo-form]"), (70, 50, 100, 100))
+
+
+def test_a_box_drawn_with_a_finger_fills_the_box_field(phone, indexed_catalogue):
+    window = a_window(the_cat(indexed_catalogue), 1)
+    phone.goto("/")
+    phone.get_by_label("Photo file").set_input_files(CAT_PHOTO)
+
+    drag_with_a_finger(phone, *drawing(phone, "[data-photo-preview]", window))
+
+    assert close_to(box_field(phone, "[data-photo-form]"), window)
+    assert phone.get_by_role("button", name="Search this region").is_enabled()
 
 
 def test_pasting_text_into_the_search_box_stays_text(page, indexed_catalogue):
@@ -127,3 +265,37 @@ def test_the_item_page_shows_more_like_this(page, indexed_catalogue):
     ]
     assert len(similar) == 7
     assert cat.id not in similar
+
+
+def test_finding_items_like_part_of_the_item_photo_searches_with_that_part(page, indexed_catalogue):
+    cat = the_cat(indexed_catalogue)
+    window = a_window(cat, 0)
+    page.goto(cat.get_absolute_url())
+
+    page.get_by_role("button", name="Find items like this part").click()
+    drag_with_the_mouse(page, *drawing(page, "[data-gallery-main]", window))
+
+    assert close_to(box_field(page, "[data-part-search]"), window)
+    page.get_by_role("button", name="Search this part").click()
+    page.wait_for_url(PHOTO_RESULTS)
+    first = page.locator("[data-result-card]").first
+    assert int(first.get_attribute("data-item-id")) == cat.id
+    assert first.locator("[data-outline]").is_visible()
+
+    first.click()
+    page.wait_for_url(re.compile(rf"{cat.get_absolute_url()}\?image=\d+&box=[\d,]+$"))
+    assert page.get_by_text("matched region").is_visible()
+
+
+def test_leaving_the_part_search_puts_the_outline_back(page, indexed_catalogue):
+    cat = the_cat(indexed_catalogue)
+    page.goto(f"{cat.get_absolute_url()}?image={cat.images.first().id}&box=113,75,225,150")
+    assert page.locator("[data-outline]").is_visible()
+
+    page.get_by_role("button", name="Find items like this part").click()
+    assert page.locator("[data-outline]").is_hidden()
+    assert page.get_by_role("button", name="Search this part").is_disabled()
+
+    page.get_by_role("button", name="Cancel").click()
+    assert page.locator("[data-outline]").is_visible()
+    assert page.locator("[data-part-search]").is_hidden()

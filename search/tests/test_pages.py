@@ -3,12 +3,15 @@
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.template import loader
 from django.urls import reverse
 
 from catalog.models import Item, ItemImage
 from meepo.testing import DEMO_DIR
+from pipeline.window_embedding import configured_layout
+from pipeline.windows import windows
 
 CAT_PHOTO = DEMO_DIR / "images" / "chelsea-cat.jpg"
 
@@ -49,6 +52,15 @@ def files_under(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*") if path.is_file()) if folder.exists() else []
 
 
+def a_window(image: ItemImage, number: int) -> str:
+    """One of the windows the index holds for `image`, as the box field writes it."""
+    return ",".join(map(str, windows(image.width, image.height, configured_layout())[number]))
+
+
+def photo_upload(item: Item) -> SimpleUploadedFile:
+    return SimpleUploadedFile("photo.jpg", item.images.first().read_bytes(), content_type="image/jpeg")
+
+
 def test_home_offers_a_text_search_that_works_without_javascript(client, small_catalogue):
     response = client.get("/")
 
@@ -71,6 +83,19 @@ def test_home_offers_a_photo_search_form_with_file_and_url_fields(client, small_
     assert elements(response, "input", name="url")
     assert elements(response, "label", **{"for": "photo-image"})
     assert elements(response, "script", src="/static/js/meepo.js")
+
+
+def test_the_photo_form_has_a_box_field_a_mode_and_the_clean_up_options(client, small_catalogue):
+    response = client.get("/")
+
+    assert elements(response, "input", type="hidden", name="box", value="")
+    assert elements(response, "select", name="mode")
+    assert elements(response, "option", value="both", selected=None)
+    assert elements(response, "option", value="full") and elements(response, "option", value="region")
+    assert elements(response, "input", type="checkbox", name="remove_text")
+    assert elements(response, "input", type="checkbox", name="enhance")
+    (region_button,) = elements(response, "button", data_region_submit=None)
+    assert "disabled" in region_button and "hidden" in region_button
 
 
 def test_home_lists_the_latest_items_with_links_and_prices(client, small_catalogue):
@@ -238,6 +263,120 @@ def test_a_photo_search_without_a_photo_asks_for_one(client, indexed_catalogue):
     assert response.status_code == 400
     assert "Choose a photo, drop one here, paste one, or give a photo&#x27;s URL." in text(response)
     assert "data-empty-catalogue" not in text(response)
+
+
+def test_a_photo_search_with_a_box_searches_with_that_region_and_outlines_it(client, indexed_catalogue):
+    dogs = indexed_catalogue[5]
+    box = a_window(dogs.images.first(), 4)
+
+    response = client.post("/search/photo", {"image": photo_upload(dogs), "box": box}, follow=True)
+
+    assert response.status_code == 200
+    assert card_ids(response)[0] == dogs.id
+    first = elements(response, "a", data_result_card=None)[0]
+    assert first["data-match"] == "region"
+    assert first["href"].startswith(f"{dogs.get_absolute_url()}?image={dogs.images.first().id}&box=")
+    assert elements(response, "span", data_outline=None)
+    assert elements(response, "span", data_region_badge=None)
+    assert "Compared with whole photos and parts of them" in text(response)
+
+
+def test_a_photo_search_shows_the_mode_it_was_made_with(client, indexed_catalogue):
+    response = client.post("/search/photo", {"image": photo_upload(indexed_catalogue[3]), "mode": "full"}, follow=True)
+
+    assert len(elements(response, "p", data_photo_mode=None)) == 1
+    assert "Compared with whole photos only" in text(response)
+    assert {card["data-match"] for card in elements(response, "a", data_result_card=None)} == {"full"}
+    assert not elements(response, "span", data_outline=None)
+
+
+@pytest.mark.parametrize(
+    ("box", "message"),
+    [
+        ("0,0,10,40", "The box must be at least 16 pixels on each side."),
+        ("0,0,5000,40", "The box must lie inside the photo (451×300 pixels)."),
+        ("1,2,3", "box must be four numbers x,y,w,h in the photo&#x27;s pixels."),
+    ],
+)
+def test_a_bad_box_gives_400_with_the_reason_on_the_page(client, indexed_catalogue, box, message):
+    cat = indexed_catalogue[3]
+
+    response = client.post("/search/photo", {"image": photo_upload(cat), "box": box, "mode": "region"})
+
+    assert response.status_code == 400
+    assert len(elements(response, "div", role="alert", data_photo_error=None)) == 1
+    assert message in text(response)
+    # The shopper's choices survive the error.
+    assert elements(response, "option", value="region", selected=None)
+
+
+def test_finding_items_like_part_of_a_catalogue_image_finds_that_item_with_the_part_outlined(client, indexed_catalogue):
+    cat = indexed_catalogue[3]
+    image = cat.images.first()
+
+    response = client.post(
+        "/search/photo", {"item_image": image.id, "box": a_window(image, 0), "mode": "both"}, follow=True
+    )
+
+    assert response.status_code == 200
+    assert card_ids(response)[0] == cat.id
+    first = elements(response, "a", data_result_card=None)[0]
+    assert first["data-match"] == "region"
+    (outline, *_) = elements(response, "span", data_outline=None)
+    assert outline["style"].startswith("left: ")
+
+
+def test_the_item_page_offers_to_find_items_like_part_of_its_photo(client, indexed_catalogue):
+    cat = indexed_catalogue[3]
+
+    response = client.get(cat.get_absolute_url())
+
+    (form,) = elements(response, "form", data_part_search=None)
+    assert form["action"] == reverse("search:photo") and form["method"] == "post"
+    assert elements(response, "input", type="hidden", name="item_image", value=str(cat.images.first().id))
+    assert elements(response, "input", type="hidden", name="box", value="")
+    assert elements(response, "input", type="hidden", name="mode", value="both")
+    assert elements(response, "button", data_part_search_start=None)
+    assert "Find items like this part" in text(response)
+
+
+def test_the_item_page_outlines_the_region_a_result_matched(client, indexed_catalogue):
+    cat = indexed_catalogue[3]
+    image = cat.images.first()
+
+    response = client.get(cat.get_absolute_url(), {"image": image.id, "box": "113,75,225,150"})
+
+    assert response.status_code == 200
+    (outline,) = elements(response, "div", data_outline=None)
+    assert outline["style"] == "left: 25.06%; top: 25.00%; width: 49.89%; height: 50.00%"
+    assert outline["data-image-id"] == str(image.id)
+    assert "matched region" in text(response)
+    (frame,) = elements(response, "div", data_gallery_frame=None)
+    assert frame["style"] == "--w: 451; --h: 300"
+
+
+@pytest.mark.parametrize("box", ["0,0,452,300", "-5,0,40,40", "a,b,c,d", ""])
+def test_the_item_page_ignores_a_bad_box_and_shows_no_outline(client, indexed_catalogue, box):
+    cat = indexed_catalogue[3]
+
+    response = client.get(cat.get_absolute_url(), {"image": cat.images.first().id, "box": box})
+
+    assert response.status_code == 200
+    assert not elements(response, "div", data_outline=None)
+    assert "matched region" not in text(response)
+
+
+def test_a_text_search_can_match_parts_of_photos_and_pages_keep_that_choice(client, indexed_catalogue, settings):
+    settings.MEEPO_PAGE_SIZE = 3
+
+    plain = client.get("/search", {"q": "animal"})
+    with_regions = client.get("/search", {"q": "animal", "regions": "on"})
+
+    assert not elements(plain, "input", type="checkbox", name="regions", checked=None)
+    assert elements(plain, "input", type="checkbox", name="regions")
+    assert elements(with_regions, "input", type="checkbox", name="regions", checked=None)
+    assert {card["data-match"] for card in elements(plain, "a", data_result_card=None)} == {"full"}
+    assert elements(with_regions, "a", href="?q=animal&regions=on&page=2", rel="next")
 
 
 def test_the_item_page_shows_the_details_and_more_like_this(client, indexed_catalogue):
