@@ -189,10 +189,9 @@ MEEPO_CPU_INT8 = env_bool("MEEPO_CPU_INT8", True)  # int8 image tower on CPUs (m
 
 # --- Index ---------------------------------------------------------------------------------
 MEEPO_INDEX_DIR = MEEPO_DATA_DIR / "index"
-# Below this many vectors search is exact; above it an HNSW graph answers in sub-linear time.
-MEEPO_EXACT_INDEX_MAX = env_int("MEEPO_EXACT_INDEX_MAX", 50_000, minimum=1)
-MEEPO_HNSW_M = env_int("MEEPO_HNSW_M", 32, minimum=4)
-MEEPO_HNSW_EF_SEARCH = env_int("MEEPO_HNSW_EF_SEARCH", 128, minimum=16)
+# Below this many vectors search is exact; above it IVF over 8-bit codes (pipeline/index.py).
+MEEPO_EXACT_INDEX_MAX = env_int("MEEPO_EXACT_INDEX_MAX", 20_000, minimum=1)
+MEEPO_IVF_NPROBE = env_int("MEEPO_IVF_NPROBE", 0)  # 0: 64 up to 1024 lists, 96 above
 MEEPO_INDEX_KEEP = env_int("MEEPO_INDEX_KEEP", 3, minimum=2)
 
 # --- Region search (windows) -----------------------------------------------------------------
@@ -202,7 +201,6 @@ MEEPO_WINDOWS = env_str("MEEPO_WINDOWS", "relative:0.5,0.75:0.5")
 MEEPO_WINDOWS_MAX = env_int("MEEPO_WINDOWS_MAX", 16)
 # Below this many window vectors the windows index is an exact SQ8 scan; above, IVF with SQ8.
 MEEPO_WINDOWS_EXACT_MAX = env_int("MEEPO_WINDOWS_EXACT_MAX", 200_000, minimum=1)
-MEEPO_WINDOWS_NPROBE = env_int("MEEPO_WINDOWS_NPROBE", 32, minimum=1)
 # How window hits of one catalogue image make its region score: weight of the best window, weight
 # of the mean of its hit windows, and a bonus times the share of its windows that were hit.
 try:

@@ -22,20 +22,14 @@ class WindowsIndex:
     ids: np.ndarray  # row -> ItemImage id
     boxes: np.ndarray  # row -> (x, y, w, h) in that image's pixels
     counts: dict[int, int]  # ItemImage id -> how many windows it has
+    nprobe: int | None
 
     def nearest(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image ids, boxes, scores) of the k nearest windows, best first."""
         k = min(k, int(self.index.ntotal))
         if k <= 0:
             return np.empty(0, dtype=np.int64), np.empty((0, 4), dtype=np.int32), np.empty(0, dtype=np.float32)
-        query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
-        if hasattr(self.index, "nprobe"):
-            import faiss
-
-            params = faiss.SearchParametersIVF(nprobe=settings.MEEPO_WINDOWS_NPROBE)
-            scores, rows = self.index.search(query, k, params=params)
-        else:
-            scores, rows = self.index.search(query, k)
+        scores, rows = _search(self.index, vector, k, self.nprobe)
         rows, scores = rows[0], scores[0]
         keep = rows >= 0
         return self.ids[rows[keep]], self.boxes[rows[keep]], scores[keep]
@@ -58,16 +52,18 @@ class ServedIndex:
         k = min(k, self.size)
         if k <= 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
-        if self.meta["index_type"] == "hnsw":
-            import faiss
-
-            params = faiss.SearchParametersHNSW(efSearch=max(settings.MEEPO_HNSW_EF_SEARCH, k))
-            scores, rows = self.index.search(query, k, params=params)
-        else:
-            scores, rows = self.index.search(query, k)
+        scores, rows = _search(self.index, vector, k, self.meta.get("nprobe"))
         keep = rows[0] >= 0
         return self.ids[rows[0][keep]], scores[0][keep]
+
+
+def _search(index, vector: np.ndarray, k: int, nprobe: int | None):
+    query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
+    if nprobe:
+        import faiss
+
+        return index.search(query, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
+    return index.search(query, k)
 
 
 def _open(version: Path) -> ServedIndex:
@@ -96,6 +92,7 @@ def _open(version: Path) -> ServedIndex:
             ids=window_ids,
             boxes=np.load(version / index_store.WINDOWS_BOXES_FILE),
             counts=dict(zip(images.tolist(), counts.tolist(), strict=True)),
+            nprobe=meta["windows"].get("nprobe"),
         )
     return ServedIndex(version=version, meta=meta, index=index, ids=ids, windows=windows)
 

@@ -5,6 +5,7 @@ from django.core import checks
 from catalog.models import Item
 from meepo.testing import demo_rows, write_catalogue
 from pipeline import index as index_store
+from pipeline import synthetic
 from pipeline.embedding import embed_catalog
 from pipeline.encoder import ModelSpec
 from search import searcher, served_index
@@ -20,17 +21,19 @@ def clustered_vectors(count: int, dimension: int, *, seed: int) -> np.ndarray:
     return vectors.astype(np.float32)
 
 
-def test_the_approximate_index_finds_what_exact_search_finds(settings, data_dir):
+@pytest.mark.parametrize("kind", ["image", "text"])
+def test_the_approximate_index_finds_what_exact_search_finds(settings, data_dir, kind):
     settings.MEEPO_EXACT_INDEX_MAX = 1000
-    vectors = clustered_vectors(20_000, 64, seed=1)
-    queries = clustered_vectors(200, 64, seed=2)
+    vectors = synthetic.catalogue_vectors(30_000, 128, seed=1)
+    make_queries = synthetic.text_queries if kind == "text" else synthetic.image_queries
+    queries = make_queries(vectors, 200)
     exact = index_store.make_index(vectors, "flat")
     spec = ModelSpec("meepo-tiny", None)
 
-    version = index_store.build_index(vectors=vectors, ids=np.arange(len(vectors)), spec=spec, dimension=64)
+    version = index_store.build_index(vectors=vectors, ids=np.arange(len(vectors)), spec=spec, dimension=128)
     served = served_index._open(version)
 
-    assert served.meta["index_type"] == "hnsw"
+    assert served.meta["index_type"] == "ivf512,sq8" and served.meta["nprobe"] == 64
     _, truth = exact.search(queries, 10)
     found = [set(served.nearest(query, 10)[0]) for query in queries]
     recall = np.mean([len(found[i] & set(truth[i])) / 10 for i in range(len(queries))])
