@@ -49,10 +49,12 @@ def scale(count: int, *, dimension: int = 512, queries: int = 200) -> dict:
     started = time.perf_counter()
     index = index_store.make_index(vectors, index_type)
     build_seconds = time.perf_counter() - started
-    served = ServedIndex(version=None, meta={"index_type": index_type}, index=index, ids=np.arange(count), windows=None)
+    meta = {"index_type": index_type, "nprobe": index_store.default_nprobe(index_type)}
+    served = ServedIndex(version=None, meta=meta, index=index, ids=np.arange(count), windows=None)
 
     faiss.omp_set_num_threads(1)  # as in a web worker: one query at a time, one thread
-    report = {"vectors": count, "dimension": dimension, "index_type": index_type, "build_s": round(build_seconds, 1)}
+    report = {"vectors": count, "dimension": dimension, "index_type": index_type, "nprobe": meta["nprobe"]}
+    report["build_s"] = round(build_seconds, 1)
     report["meepo_bytes_per_vector"] = _bytes_per_vector(index, count)
     report["naive_bytes_per_vector"] = dimension * 4 + 8
     for kind, batch in kinds.items():

@@ -92,6 +92,7 @@ def main() -> None:
     report = {
         "concurrency": concurrency,
         "seconds": seconds,
+        "text_search_one_client": _run(parts.hostname, parts.port, "text", seconds / 2, 1),
         "text_search": _run(parts.hostname, parts.port, "text", seconds, concurrency),
         "image_search": _run(parts.hostname, parts.port, "image", seconds, concurrency),
     }

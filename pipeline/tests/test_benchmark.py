@@ -38,3 +38,16 @@ def test_the_benchmark_command_writes_a_json_report(tmp_path, capsys):
     assert report["machine"]["cores"] >= 1 and "torch_threads" in report["machine"]
     assert {"embedding", "text_encoder", "image_query"} <= set(report)
     assert "embedding:" in capsys.readouterr().out
+
+
+def test_the_index_benchmark_measures_meepos_real_search_path(settings):
+    from pipeline.benchmarks import indexing
+
+    settings.MEEPO_EXACT_INDEX_MAX = 1000
+
+    row = indexing.scale(20_000, dimension=64, queries=50)
+
+    assert row["index_type"] == "ivf512,sq8" and row["nprobe"] == 64
+    assert row["meepo_bytes_per_vector"] < row["naive_bytes_per_vector"] / 2
+    assert row["image_queries"]["recall_at_10"] >= 0.95
+    assert row["text_queries"]["recall_at_10"] >= 0.9
