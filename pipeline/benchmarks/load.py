@@ -20,7 +20,7 @@ PHOTO = (Path(__file__).resolve().parents[2] / "catalog" / "demo" / "images" / "
 WORDS = ["red", "mug", "cat", "sky", "blue", "lamp", "chair", "dress", "fork", "tree", "night", "portrait"]
 
 
-def _multipart(data: bytes) -> tuple[bytes, str]:
+def multipart(data: bytes) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     body = (
         (
@@ -38,7 +38,7 @@ def _run(host: str, port: int, kind: str, seconds: float, concurrency: int) -> d
     errors: list[str] = []
     lock = threading.Lock()
     stop = time.monotonic() + seconds
-    body, content_type = _multipart(PHOTO)
+    body, content_type = multipart(PHOTO)
 
     def worker(number: int) -> None:
         connection = http.client.HTTPConnection(host, port, timeout=60)

@@ -8,12 +8,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 
 from meepo.testing import DEMO_DIR, demo_rows, write_catalogue
+from pipeline.benchmarks.load import multipart
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,18 +33,8 @@ def get(url: str) -> tuple[int, bytes]:
 
 
 def post_photo(url: str, data: bytes) -> tuple[int, dict]:
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
-            "Content-Type: image/jpeg\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    request = urllib.request.Request(
-        url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}, method="POST"
-    )
+    body, content_type = multipart(data)
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())
