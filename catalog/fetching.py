@@ -12,7 +12,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from django.conf import settings
 
@@ -37,17 +37,32 @@ def resolve_public_address(host: str, port: int) -> str:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         raise FetchRefused(f"The host {host!r} could not be found.") from None
-    addresses = []
-    for *_, sockaddr in infos:
-        address = ipaddress.ip_address(sockaddr[0].split("%")[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        addresses.append(address)
+    addresses = [_embedded_ipv4(ipaddress.ip_address(sockaddr[0].split("%")[0])) for *_, sockaddr in infos]
     if not settings.MEEPO_FETCH_ALLOW_PRIVATE:
         for address in addresses:
             if not address.is_global or address.is_multicast:
                 raise FetchRefused(f"URLs that point to private or local addresses are not allowed ({host}).")
     return str(addresses[0])
+
+
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(address):
+    """The IPv4 address an IPv6 address carries (mapped, 6to4, Teredo, NAT64, compatible), which is
+    where a packet can end up: 64:ff9b::a00:5 reaches 10.0.0.5 on a NAT64 network."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return address
+    if address.ipv4_mapped:
+        return address.ipv4_mapped
+    if address.sixtofour:
+        return address.sixtofour
+    if address.teredo:
+        return address.teredo[1]
+    if address in NAT64 or address in IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
 
 
 def _split(url: str) -> tuple[str, str, int, str]:
@@ -65,9 +80,10 @@ def _split(url: str) -> tuple[str, str, int, str]:
     if parts.username or parts.password:
         raise FetchRefused("URLs with a user name or password are not allowed.")
     port = port or (443 if parts.scheme == "https" else 80)
-    path = parts.path or "/"
+    # http.client sends the request line as ASCII: percent-encode what a browser would.
+    path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~-._")
     if parts.query:
-        path += "?" + parts.query
+        path += "?" + quote(parts.query, safe="/%:@!$&'()*+,;=?~-._")
     return parts.scheme, parts.hostname, port, path
 
 
@@ -123,7 +139,7 @@ def fetch_image(url: str, *, max_bytes: int | None = None, timeout: float | None
             return FetchedImage(url=url, content=content, content_type=content_type)
         except TimeoutError:
             raise FetchRefused("The server took too long to answer.") from None
-        except (OSError, http.client.HTTPException) as error:
+        except (OSError, http.client.HTTPException, UnicodeError) as error:
             raise FetchRefused(f"The image could not be downloaded ({error.__class__.__name__}).") from None
         finally:
             connection.close()

@@ -136,6 +136,8 @@ def _jsonl_rows(path: Path) -> Iterator[Row]:
 def clean_fields(values: dict[str, str]) -> dict[str, object]:
     if "__error__" in values:
         raise RowError(values["__error__"])
+    if any("\x00" in value for value in values.values()):
+        raise RowError("the row contains a NUL character")
     title = values.get("title", "")
     if not title:
         raise RowError("title is empty")
@@ -154,6 +156,8 @@ def clean_fields(values: dict[str, str]) -> dict[str, object]:
     if currency and (len(currency) != 3 or not currency.isalpha()):
         raise RowError(f"currency {values['currency']!r} is not a three-letter code such as EUR")
     url = values.get("url", "")
+    if len(url) > 1000:
+        raise RowError("url is longer than 1000 characters")
     if url:
         try:
             URLValidator(schemes=["http", "https"])(url)
@@ -163,6 +167,8 @@ def clean_fields(values: dict[str, str]) -> dict[str, object]:
     if active not in ("", "true", "false", "1", "0", "yes", "no"):
         raise RowError(f"active {values['active']!r} must be true or false")
     tags = [tag.strip() for tag in values.get("tags", "").replace("|", ",").split(",") if tag.strip()]
+    if len(", ".join(tags)) > 500:
+        raise RowError("tags are longer than 500 characters in all")
     return {
         "title": title,
         "description": values.get("description", ""),
@@ -187,6 +193,8 @@ def load_image_bytes(reference: str, *, base_dir: Path, delay: PoliteDelay) -> t
     if "://" in reference:
         raise RowError(f"image {reference}: only http(s) URLs and paths relative to the file are allowed")
     file = (base_dir / reference).resolve()
+    if not file.is_relative_to(base_dir.resolve()):
+        raise RowError(f"image {reference}: must be a path inside {base_dir}")
     if not file.is_file():
         raise RowError(f"image {reference} not found")
     if file.stat().st_size > settings.MEEPO_FETCH_MAX_BYTES:
@@ -219,7 +227,9 @@ def import_row(row: Row, *, delay: PoliteDelay) -> str:
             item = Item.objects.create(**fields)
             _replace_images(item, images)
             return "created"
-        changed = [name for name in ITEM_FIELDS if getattr(item, name) != fields[name]]
+        # Only what the row gives: a folder import has no price, and must not wipe the CSV's.
+        given = [name for name in ITEM_FIELDS if name in row.values and not (name == "sku" and not fields["sku"])]
+        changed = [name for name in given if getattr(item, name) != fields[name]]
         for name in changed:
             setattr(item, name, fields[name])
         if changed:

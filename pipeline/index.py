@@ -151,6 +151,7 @@ def build_index(
     (building / META_FILE).write_text(json.dumps(meta, indent=2))
     for file in building.iterdir():
         _fsync(file)
+    _fsync(building)
     version = root / name
     os.replace(building, version)
     _switch_to(version)

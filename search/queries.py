@@ -21,7 +21,7 @@ def parse_box(text: str | None) -> tuple[int, int, int, int] | None:
         return None
     try:
         x, y, w, h = (round(float(part)) for part in text.split(","))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise QueryRejected("box must be four numbers x,y,w,h in the photo's pixels.") from None
     return x, y, w, h
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
+from django.db.models import F
 
 from catalog.models import Item, ItemImage
 from pipeline.encoder import configured_model, get_encoder
@@ -168,7 +169,7 @@ def item_vector(item: Item) -> np.ndarray | None:
 
     spec = configured_model()
     row = (
-        ImageVector.objects.filter(image__item=item, model=spec.key)
+        ImageVector.objects.filter(image__item=item, model=spec.key, sha256=F("image__sha256"))
         .order_by("image__position", "image_id")
         .values_list("data", flat=True)
         .first()

@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from catalog.images import load_rgb
+from catalog.images import ImageRejected, load_rgb
 from catalog.models import Item, ItemImage
 from pipeline import index as index_store
 from pipeline.encoder import ModelUnavailable, get_encoder
@@ -129,7 +129,10 @@ def _catalogue_image(image_id: int):
     image = ItemImage.objects.filter(id=image_id, item__active=True).first()
     if image is None:
         raise QueryRejected("That catalogue image does not exist.")
-    return load_rgb(image.read_bytes(), max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS)
+    try:
+        return load_rgb(image.read_bytes(), max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS)
+    except (ImageRejected, OSError):
+        raise QueryRejected("That catalogue image cannot be read.") from None
 
 
 def _preview(image) -> str:

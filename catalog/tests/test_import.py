@@ -174,3 +174,36 @@ def test_the_command_refuses_an_unknown_file_type(db, data_dir, tmp_path):
 
     with pytest.raises(CommandError, match=r"expected a folder of images, a \.csv or a \.jsonl file"):
         call_command("import_catalog", str(path))
+
+
+def test_image_paths_outside_the_catalogue_folder_are_refused(db, data_dir, tmp_path):
+    rows = demo_rows(1)
+    rows[0]["image"] = str(DEMO_DIR / "images" / "raccoon.jpg")
+
+    report = import_catalog(path=write_catalogue(tmp_path / "inside", rows))
+
+    assert report.failed == 1 and "must be a path inside" in report.problems[0]
+
+
+def test_a_folder_import_of_the_same_photo_keeps_the_csv_fields(db, data_dir, tmp_path):
+    rows = demo_rows(1)
+    import_catalog(path=write_catalogue(tmp_path / "csv", rows))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(DEMO_DIR / rows[0]["image"], folder / "astronaut.jpg")
+
+    import_catalog(path=folder)
+
+    item = Item.objects.get()
+    assert (item.sku, str(item.price), item.currency) == ("DEMO-001", "14.90", "EUR")
+
+
+def test_over_long_values_fail_their_row_on_every_database(db, data_dir, tmp_path):
+    rows = demo_rows(2)
+    rows[0]["url"] = "https://example.com/" + "a" * 1000
+    rows[1]["tags"] = "|".join(["tag"] * 200)
+
+    report = import_catalog(path=write_catalogue(tmp_path, rows))
+
+    assert report.failed == 2
+    assert "url is longer than 1000" in report.problems[0] and "tags are longer" in report.problems[1]

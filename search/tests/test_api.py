@@ -150,6 +150,15 @@ def test_a_photo_url_on_a_local_address_is_refused_without_being_requested(clien
     assert requested == []
 
 
+def test_a_url_with_non_ascii_characters_is_fetched_not_crashed_on(client, settings, indexed_catalogue, photo_server):
+    settings.MEEPO_FETCH_ALLOW_PRIVATE = True
+    base, requested = photo_server
+
+    response = client.post("/api/search/url", {"url": f"{base}/café.jpg"}, content_type="application/json")
+
+    assert response.status_code == 400 and requested == ["/caf%C3%A9.jpg"]
+
+
 def test_a_url_that_gives_a_web_page_is_refused(client, settings, indexed_catalogue, photo_server):
     settings.MEEPO_FETCH_ALLOW_PRIVATE = True
     base, _ = photo_server

@@ -90,6 +90,7 @@ def test_text_matches_regions_only_when_asked(client, indexed_catalogue):
         ("0,0,5000,40", "must lie inside the photo"),
         ("1,2,3", "box must be four numbers"),
         ("a,b,c,d", "box must be four numbers"),
+        ("inf,0,40,40", "box must be four numbers"),
     ],
 )
 def test_bad_boxes_get_a_400(client, indexed_catalogue, box, message):
