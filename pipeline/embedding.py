@@ -68,7 +68,9 @@ def embed_catalog(
     with exclusive_lock(lock_path(), what="embed_catalog"):
         if full:
             ItemImage.objects.update(embedding_state=ItemImage.State.PENDING)
-            WindowVectors.objects.all().delete()
+            if windows:
+                # Only when this run re-embeds them: --full --no-windows must not drop region search.
+                WindowVectors.objects.all().delete()
         todo = list(
             ItemImage.objects.filter(ItemImage.needing_embedding(spec.key)).order_by("id").values_list("id", flat=True)
         )
@@ -79,8 +81,8 @@ def embed_catalog(
             batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
             with ThreadPoolExecutor(max_workers=2) as pool:
                 loaded = prefetched(batches, partial(_load_batch, encoder=encoder), pool)
-                for batch_ids in iter_wrapper(loaded, len(todo)):
-                    encoded, failed = _store_batch(*batch_ids, encoder=encoder)
+                for batch in iter_wrapper(loaded, len(todo)):
+                    encoded, failed = _store_batch(*batch, encoder=encoder)
                     report.encoded += encoded
                     report.failed += failed
         if windows and layout and images_needing_windows(spec.key, layout.key).exists():

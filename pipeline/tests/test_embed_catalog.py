@@ -107,3 +107,13 @@ def test_the_command_prints_one_summary_line(small_catalogue, capsys):
     out = capsys.readouterr().out
     assert out.startswith("embed_catalog: encoded 8, skipped 0, failed 0, windows of 8 images in ")
     assert "images/s); index rebuilt with 8 vectors" in out
+
+
+def test_full_without_windows_keeps_the_windows_it_has(indexed_catalogue):
+    from pipeline.models import WindowVectors
+
+    report = embed_catalog(full=True, windows=False)
+
+    assert report.encoded == 8 and report.windows == 0
+    assert WindowVectors.objects.count() == 8
+    assert index_store.read_meta(index_store.current_version())["windows"]["images"] == 8
