@@ -58,6 +58,18 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
+def env_rate(name: str, default: str) -> tuple[int, int] | None:
+    """'60/minute' -> (60, 60); 'off' -> None."""
+    raw = env_str(name, default).strip().lower()
+    if raw in {"off", "0", ""}:
+        return None
+    seconds = {"second": 1, "minute": 60, "hour": 3600}
+    count, _, unit = raw.partition("/")
+    if not count.isdigit() or int(count) < 1 or unit not in seconds:
+        raise ImproperlyConfigured(f"{name} must look like 60/minute (per second, minute or hour) or off, not {raw!r}.")
+    return int(count), seconds[unit]
+
+
 def env_choice(name: str, default: str, choices: set[str]) -> str:
     value = env_str(name, default).strip().lower()
     if value not in choices:
@@ -93,6 +105,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "search.middleware.UploadLimitMiddleware",
+    "search.middleware.RateLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -165,14 +178,26 @@ CACHES = {
         "LOCATION": MEEPO_DATA_DIR / "cache",
         "TIMEOUT": 3600,
         "OPTIONS": {"MAX_ENTRIES": 5000},
-    }
+    },
+    # Search counts per client for MEEPO_RATE_LIMIT, apart so that counters never push query
+    # photos out of the default cache.
+    "ratelimit": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": MEEPO_DATA_DIR / "ratelimit",
+        "TIMEOUT": 3600,
+        "OPTIONS": {"MAX_ENTRIES": 20000},
+    },
 }
 
 SESSION_COOKIE_SECURE = env_bool("MEEPO_SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_SSL_REDIRECT = env_bool("MEEPO_SSL_REDIRECT", False)
 SECURE_HSTS_SECONDS = env_int("MEEPO_HSTS_SECONDS", 0)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("MEEPO_BEHIND_PROXY", False) else None
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("MEEPO_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("MEEPO_HSTS_PRELOAD", False)
+MEEPO_BEHIND_PROXY = env_bool("MEEPO_BEHIND_PROXY", False)
+# Behind the proxy, the scheme and the client's address come from its X-Forwarded-* headers.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if MEEPO_BEHIND_PROXY else None
 
 TAILWIND_APP_NAME = "search"
 TAILWIND_CSS_PATH = "css/dist/styles.css"
@@ -215,6 +240,10 @@ MEEPO_MAX_QUERY_LENGTH = env_int("MEEPO_MAX_QUERY_LENGTH", 300, minimum=1)
 MEEPO_MAX_RESULTS = env_int("MEEPO_MAX_RESULTS", 1000, minimum=10)
 MEEPO_PAGE_SIZE = env_int("MEEPO_PAGE_SIZE", 24, minimum=1)
 MEEPO_MAX_UPLOAD_BYTES = env_int("MEEPO_MAX_UPLOAD_BYTES", 10 * 1024 * 1024, minimum=1024)
+# Query photos stay in memory: a refused (or accepted) upload never leaves a temporary file.
+FILE_UPLOAD_MAX_MEMORY_SIZE = MEEPO_MAX_UPLOAD_BYTES + 64 * 1024
+# Searches per client address (IPv6: per /64) shared by all workers; "off" turns the limit off.
+MEEPO_RATE_LIMIT = env_rate("MEEPO_RATE_LIMIT", "60/minute")
 MEEPO_MAX_IMAGE_PIXELS = env_int("MEEPO_MAX_IMAGE_PIXELS", 40_000_000, minimum=1024)
 MEEPO_THUMBNAIL_SIZE = env_int("MEEPO_THUMBNAIL_SIZE", 400, minimum=32)
 

@@ -14,6 +14,8 @@ os.environ["MEEPO_CLIP_MODEL"] = "meepo-tiny"
 os.environ.pop("MEEPO_CLIP_PRETRAINED", None)
 os.environ["MEEPO_DATA_DIR"] = tempfile.mkdtemp(prefix="meepo-tests-")
 os.environ.setdefault("MEEPO_FETCH_HOST_DELAY", "0")
+# Tests search far faster than a shopper; test_rate_limit.py turns the limit on where it is tested.
+os.environ.setdefault("MEEPO_RATE_LIMIT", "off")
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "catalog" / "demo"
 
@@ -26,7 +28,8 @@ def data_dir(settings, tmp_path):
     settings.MEDIA_ROOT = root / "media"
     settings.MEEPO_INDEX_DIR = root / "index"
     settings.CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": root / "cache"}
+        "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": root / "cache"},
+        "ratelimit": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": root / "ratelimit"},
     }
     return root
 

@@ -1,9 +1,23 @@
+import ipaddress
+import math
+import time
+
 from django.conf import settings
+from django.core.cache import caches
 from django.http import JsonResponse
 from django.shortcuts import render
 
 # Room for the multipart envelope and the other form fields around the photo itself.
 MULTIPART_SLACK = 64 * 1024
+
+# Every path that runs a search: pages, photo form and API.
+SEARCH_PATHS = ("/search", "/api/search", "/api/items/")
+
+
+def refuse(request, message: str, status: int):
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": message}, status=status)
+    return render(request, "search/error.html", {"message": message}, status=status)
 
 
 class UploadLimitMiddleware:
@@ -14,14 +28,70 @@ class UploadLimitMiddleware:
 
     def __call__(self, request):
         if request.method == "POST":
+            if "CONTENT_LENGTH" not in request.META and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", ""):
+                # Django reads nothing of a body without a length; say so instead of "no photo".
+                return refuse(request, "Send the upload with a Content-Length header (not chunked).", 411)
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:
                 length = 0
             limit = settings.MEEPO_MAX_UPLOAD_BYTES
             if length > limit + MULTIPART_SLACK:
-                message = f"The upload is larger than {limit // (1024 * 1024)} MB."
-                if request.path.startswith("/api/"):
-                    return JsonResponse({"error": message}, status=413)
-                return render(request, "search/error.html", {"message": message}, status=413)
+                return refuse(request, f"The upload is larger than {limit // (1024 * 1024)} MB.", 413)
         return self.get_response(request)
+
+
+class RateLimitMiddleware:
+    """At most MEEPO_RATE_LIMIT searches per client and window; past that a 429 with Retry-After."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        rate = settings.MEEPO_RATE_LIMIT
+        if rate and request.path.startswith(SEARCH_PATHS):
+            wait = seconds_to_wait(client_of(request), *rate)
+            if wait:
+                response = refuse(request, f"Too many searches from your address; try again in {wait} s.", 429)
+                response["Retry-After"] = str(wait)
+                return response
+        return self.get_response(request)
+
+
+def client_of(request) -> str:
+    address = request.META.get("REMOTE_ADDR", "")
+    if settings.MEEPO_BEHIND_PROXY:
+        # The proxy appends the address it saw last; earlier entries are the client's to forge.
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[-1].strip()
+        address = forwarded or address
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if parsed.version == 4:
+        return str(parsed)
+    if parsed.ipv4_mapped:
+        return str(parsed.ipv4_mapped)
+    # One IPv6 subscriber usually holds a whole /64.
+    return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+
+
+def seconds_to_wait(client: str, count: int, seconds: int) -> int:
+    """Count this request in the client's fixed window; 0 when it is within the limit.
+
+    The file cache's incr is not atomic across workers, so a burst can slip a few requests past
+    the limit; it never counts a request twice.
+    """
+    now = time.time()
+    window = int(now // seconds)
+    key = f"searches:{client}:{window}"
+    cache = caches["ratelimit"]
+    cache.add(key, 0, timeout=seconds + 1)
+    try:
+        used = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.add(key, 1, timeout=seconds + 1)
+        used = 1
+    if used <= count:
+        return 0
+    return max(1, math.ceil((window + 1) * seconds - now))

@@ -1,7 +1,10 @@
-"""A load generator, run as its own process: python -m pipeline.benchmarks.load BASE_URL SECONDS CONCURRENCY
+"""A load generator, run as its own process:
+
+    python -m pipeline.benchmarks.load BASE_URL SECONDS CONCURRENCY [MIXED_SECONDS]
 
 Half the time it warms up, then for SECONDS each of CONCURRENCY threads alternates between phases:
-text searches (GET /api/search?q=) and photo searches (POST /api/search/image). Prints JSON.
+text searches (GET /api/search?q=) and photo searches (POST /api/search/image); then, for
+MIXED_SECONDS, both at once (three text searches to one photo search). Prints JSON.
 Plain standard library: it must not share anything with the server under test.
 """
 
@@ -47,7 +50,7 @@ def _run(host: str, port: int, kind: str, seconds: float, concurrency: int) -> d
             count += 1
             started = time.perf_counter()
             try:
-                if kind == "text":
+                if kind == "text" or (kind == "mixed" and count % 4):
                     # Unique queries: measures the text encoder, not the cache of repeated queries.
                     query = f"{WORDS[(number + count) % len(WORDS)]} {WORDS[(number * 7 + count) % len(WORDS)]} {count}"
                     connection.request("GET", f"/api/search?q={quote(query)}&limit=10")
@@ -86,6 +89,7 @@ def _run(host: str, port: int, kind: str, seconds: float, concurrency: int) -> d
 
 def main() -> None:
     base, seconds, concurrency = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    mixed_seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 0
     parts = urlsplit(base)
     for kind in ("text", "image"):  # warm every worker's model and index first
         _run(parts.hostname, parts.port, kind, max(2.0, seconds / 4), concurrency)
@@ -96,6 +100,8 @@ def main() -> None:
         "text_search": _run(parts.hostname, parts.port, "text", seconds, concurrency),
         "image_search": _run(parts.hostname, parts.port, "image", seconds, concurrency),
     }
+    if mixed_seconds:
+        report["mixed_search"] = _run(parts.hostname, parts.port, "mixed", mixed_seconds, concurrency)
     print(json.dumps(report))
 
 

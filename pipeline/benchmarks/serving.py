@@ -104,7 +104,7 @@ def embed_catalog_peak_rss(env: dict) -> dict:
     return {"embed_catalog_peak_rss_mb": peak, "summary": process.stdout.read().strip()}
 
 
-def http(*, items: int, seconds: float, concurrency: int) -> dict:
+def http(*, items: int, seconds: float, concurrency: int, mixed_seconds: float = 0) -> dict:
     with tempfile.TemporaryDirectory(prefix="meepo-bench-") as folder:
         env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
         env["MEEPO_DATA_DIR"] = str(Path(folder) / "embed")
@@ -115,6 +115,7 @@ def http(*, items: int, seconds: float, concurrency: int) -> dict:
             MEEPO_BIND=f"127.0.0.1:{port}",
             MEEPO_ACCESS_LOG="",
             MEEPO_WEB_WORKERS="2",
+            MEEPO_RATE_LIMIT="off",  # one load generator is every client at once
         )
         _manage(env, "migrate", "-v0")
         code = f"import django; django.setup(); from pipeline.benchmarks.serving import populate; populate({items})"
@@ -131,7 +132,15 @@ def http(*, items: int, seconds: float, concurrency: int) -> dict:
         try:
             _wait_for(base + "/healthz")
             load = subprocess.run(
-                [sys.executable, "-m", "pipeline.benchmarks.load", base, str(seconds), str(concurrency)],
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline.benchmarks.load",
+                    base,
+                    str(seconds),
+                    str(concurrency),
+                    str(mixed_seconds),
+                ],
                 cwd=ROOT,
                 capture_output=True,
                 text=True,

@@ -43,7 +43,13 @@ def post_photo(url: str, data: bytes) -> tuple[int, dict]:
 
 
 @pytest.fixture
-def site(tmp_path):
+def site_env() -> dict:
+    """Extra environment for the site's gunicorn; a test module overrides it."""
+    return {}
+
+
+@pytest.fixture
+def site(tmp_path, site_env):
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     port = free_port()
     env.update(
@@ -52,6 +58,7 @@ def site(tmp_path):
         MEEPO_BIND=f"127.0.0.1:{port}",
         MEEPO_WEB_WORKERS="2",
         MEEPO_ACCESS_LOG="",
+        **site_env,
     )
 
     def manage(*args):
@@ -107,3 +114,38 @@ def test_gunicorn_serves_search_and_picks_up_a_new_index(site):
     manage("embed_catalog")
     totals = {json.loads(get(base + "/api/search?q=a+cat")[1])["total"] for _ in range(6)}
     assert totals == {12}
+
+
+@pytest.mark.slow
+def test_a_chunked_upload_without_a_length_is_refused_with_a_clear_error(site):
+    base, _, _ = site
+    host, port = base.removeprefix("http://").split(":")
+    body, content_type = multipart((DEMO_DIR / "images" / "chelsea-cat.jpg").read_bytes())
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        head = (
+            f"POST /api/search/image HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        connection.sendall(head.encode() + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+        reply = b""
+        while chunk := connection.recv(65536):
+            reply += chunk
+    status_line, _, rest = reply.partition(b"\r\n")
+    assert b" 411 " in status_line
+    assert b"Content-Length" in rest.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.slow
+def test_a_minute_of_mixed_text_and_photo_searches_has_no_errors(site):
+    base, _, _ = site
+    load = subprocess.run(
+        [sys.executable, "-m", "pipeline.benchmarks.load", base, "2", "4", "60"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = json.loads(load.stdout)
+    mixed = report["mixed_search"]
+    assert mixed["errors"] == 0 and mixed["requests"] > 60, mixed
+    assert all(report[phase]["errors"] == 0 for phase in ("text_search", "image_search")), report

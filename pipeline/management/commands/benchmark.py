@@ -46,7 +46,12 @@ class Command(BaseCommand):
                 report["index"].append(row)
                 self._say(f"index {count:,}", row)
         if "http" in parts:
-            report["http"] = serving.http(items=20_000 if quick else 100_000, seconds=5 if quick else 20, concurrency=4)
+            report["http"] = serving.http(
+                items=20_000 if quick else 100_000,
+                seconds=5 if quick else 20,
+                concurrency=4,
+                mixed_seconds=10 if quick else 60,
+            )
             self._say("http", report["http"])
         output = output or Path(settings.MEEPO_DATA_DIR) / "benchmark.json"
         output.parent.mkdir(parents=True, exist_ok=True)
