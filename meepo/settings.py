@@ -229,7 +229,7 @@ MEEPO_WINDOWS_EXACT_MAX = env_int("MEEPO_WINDOWS_EXACT_MAX", 200_000, minimum=1)
 # How window hits of one catalogue image make its region score: weight of the best window, weight
 # of the mean of its hit windows, and a bonus times the share of its windows that were hit.
 try:
-    MEEPO_REGION_WEIGHTS = tuple(float(part) for part in env_list("MEEPO_REGION_WEIGHTS", ["0.7", "0.3", "0.05"]))
+    MEEPO_REGION_WEIGHTS = tuple(float(part) for part in env_list("MEEPO_REGION_WEIGHTS", ["1", "0", "0"]))
 except ValueError:
     MEEPO_REGION_WEIGHTS = ()
 if len(MEEPO_REGION_WEIGHTS) != 3:

@@ -22,9 +22,18 @@ def test_the_region_benchmark_reports_every_mode_and_kind(indexed_catalogue, cap
     )
 
 
+def test_with_the_default_weights_every_crop_aligned_to_a_window_comes_first(indexed_catalogue, capsys):
+    call_command("region_benchmark", "--queries", "16", "--json")
+
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert {tuple(row["weights"]) for row in results} == {(1.0, 0.0, 0.0)}
+    rows = {row["mode"]: row for row in results}
+    assert rows["region"]["aligned"]["hit@1"] == 1.0 and rows["both"]["aligned"]["hit@1"] == 1.0
+
+
 def test_the_table_has_a_row_per_mode(indexed_catalogue, capsys):
     call_command("region_benchmark", "--queries", "4")
 
     out = capsys.readouterr().out
     assert "aligned @1/@5" in out
-    assert sum(line.startswith("0.7,0.3,0.05") for line in out.splitlines()) == 3
+    assert sum(line.startswith("1,0,0") for line in out.splitlines()) == 3
