@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, urljoin, urlsplit
 
 from django.conf import settings
+from django.template.defaultfilters import filesizeformat
 
 MAX_REDIRECTS = 3
 IMAGE_CONTENT_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
@@ -37,12 +38,20 @@ def resolve_public_address(host: str, port: int) -> str:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         raise FetchRefused(f"The host {host!r} could not be found.") from None
-    addresses = [_embedded_ipv4(ipaddress.ip_address(sockaddr[0].split("%")[0])) for *_, sockaddr in infos]
+    addresses = [ipaddress.ip_address(sockaddr[0].split("%")[0]) for *_, sockaddr in infos]
     if not settings.MEEPO_FETCH_ALLOW_PRIVATE:
         for address in addresses:
-            if not address.is_global or address.is_multicast:
+            if not _is_public(_embedded_ipv4(address)):
                 raise FetchRefused(f"URLs that point to private or local addresses are not allowed ({host}).")
+    # The address itself is dialled, not the IPv4 one it carries: on an IPv6-only network a NAT64
+    # address is the only way to reach an IPv4 shop.
     return str(addresses[0])
+
+
+def _is_public(address) -> bool:
+    # ipaddress counts fec0::/10 as global, but it is the old site-local range that some networks still route inside.
+    site_local = address.version == 6 and address.is_site_local
+    return address.is_global and not address.is_multicast and not site_local
 
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -87,23 +96,61 @@ def _split(url: str) -> tuple[str, str, int, str]:
     return parts.scheme, parts.hostname, port, path
 
 
+class _ReadsUntilDeadline:
+    """Every read waits only until the fetch's deadline. A socket timeout restarts at each read, so
+    a server that sends a byte at a time could otherwise hold a worker for ever."""
+
+    deadline: float  # set as soon as the socket exists
+
+    def recv_into(self, *args, **kwargs):
+        self.settimeout(_time_left(self.deadline))
+        return super().recv_into(*args, **kwargs)
+
+
+class _DeadlineSocket(_ReadsUntilDeadline, socket.socket):
+    pass
+
+
+class _DeadlineSSLSocket(_ReadsUntilDeadline, ssl.SSLSocket):
+    pass
+
+
+def _time_left(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError
+    return remaining
+
+
+def _connect(address: str, port: int, deadline: float) -> socket.socket:
+    connected = socket.create_connection((address, port), _time_left(deadline))
+    sock = _DeadlineSocket(fileno=connected.detach())
+    sock.deadline = deadline
+    sock.settimeout(_time_left(deadline))
+    return sock
+
+
 class _PinnedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, address: str, timeout: float):
-        super().__init__(host, port, timeout=timeout)
-        self.address = address
+    def __init__(self, host: str, port: int, address: str, deadline: float):
+        super().__init__(host, port)
+        self.address, self.deadline = address, deadline
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = _connect(self.address, self.port, self.deadline)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, address: str, timeout: float):
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
-        self.address = address
+    def __init__(self, host: str, port: int, address: str, deadline: float):
+        context = ssl.create_default_context()
+        context.sslsocket_class = _DeadlineSSLSocket
+        super().__init__(host, port, context=context)
+        self.address, self.deadline = address, deadline
 
     def connect(self) -> None:
-        sock = socket.create_connection((self.address, self.port), self.timeout)
+        # The certificate is checked against the host name, while the socket goes to the checked address.
+        sock = _connect(self.address, self.port, self.deadline)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        self.sock.deadline = self.deadline
 
 
 def fetch_image(url: str, *, max_bytes: int | None = None, timeout: float | None = None) -> FetchedImage:
@@ -115,7 +162,7 @@ def fetch_image(url: str, *, max_bytes: int | None = None, timeout: float | None
         scheme, host, port, path = _split(url)
         address = resolve_public_address(host, port)
         connection_class = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
-        connection = connection_class(host, port, address, timeout=max(0.1, min(timeout, deadline - time.monotonic())))
+        connection = connection_class(host, port, address, deadline)
         try:
             connection.request(
                 "GET", path, headers={"User-Agent": settings.MEEPO_FETCH_USER_AGENT, "Accept": "image/*"}
@@ -134,8 +181,8 @@ def fetch_image(url: str, *, max_bytes: int | None = None, timeout: float | None
                 raise FetchRefused(f"The URL gives {content_type}, not an image.")
             declared = response.getheader("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise FetchRefused(f"The image is larger than {max_bytes // (1024 * 1024)} MB.")
-            content = _read_capped(response, connection, max_bytes=max_bytes, deadline=deadline)
+                raise FetchRefused(f"The image is larger than {filesizeformat(max_bytes)}.")
+            content = _read_capped(response, max_bytes=max_bytes)
             return FetchedImage(url=url, content=content, content_type=content_type)
         except TimeoutError:
             raise FetchRefused("The server took too long to answer.") from None
@@ -146,21 +193,14 @@ def fetch_image(url: str, *, max_bytes: int | None = None, timeout: float | None
     raise FetchRefused(f"The URL redirected more than {MAX_REDIRECTS} times.")
 
 
-def _read_capped(response, connection, *, max_bytes: int, deadline: float) -> bytes:
+def _read_capped(response, *, max_bytes: int) -> bytes:
     chunks, size = [], 0
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise FetchRefused("The server took too long to send the image.")
-        if connection.sock is not None:
-            connection.sock.settimeout(remaining)
-        chunk = response.read1(64 * 1024)
-        if not chunk:
-            return b"".join(chunks)
+    while chunk := response.read1(64 * 1024):
         size += len(chunk)
         if size > max_bytes:
-            raise FetchRefused(f"The image is larger than {max_bytes // (1024 * 1024)} MB.")
+            raise FetchRefused(f"The image is larger than {filesizeformat(max_bytes)}.")
         chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @dataclass

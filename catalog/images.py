@@ -10,6 +10,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # Formats a shop photo really comes in. Anything else (SVG, PDF, HTML...) is refused by sniffing
 # the bytes, whatever the file name or Content-Type claims.
 ALLOWED_FORMATS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+OPENED_AS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # Pillow's JPEG parser also opens MPO files.
 
 
 class ImageRejected(ValueError):
@@ -35,7 +36,9 @@ def _open_lazily(data: bytes, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            # Only the parsers of allowed formats ever see the bytes: Pillow would otherwise try
+            # every plugin it has (EPS, PSD, ICNS...) on a hostile file.
+            image = Image.open(io.BytesIO(data), formats=OPENED_AS)
     except UnidentifiedImageError:
         raise ImageRejected(
             "The file is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF)."
@@ -44,8 +47,6 @@ def _open_lazily(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageRejected(f"The image has too many pixels (the limit is {max_pixels:,}).") from None
     except Exception as error:  # Pillow raises many kinds of errors for hostile headers.
         raise ImageRejected(f"The image is damaged or unreadable ({error.__class__.__name__}).") from None
-    if image.format not in ALLOWED_FORMATS:
-        raise ImageRejected(f"{image.format} images are not supported; use JPEG, PNG, WebP, GIF, BMP or TIFF.")
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageRejected("The image has no pixels.")
@@ -85,14 +86,15 @@ def _to_rgb(image: Image.Image, *, draft_size: tuple[int, int] | None = None) ->
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.load()
         image = ImageOps.exif_transpose(image)
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        if image.mode == "I" or image.mode.startswith("I;16"):
+            # 16-bit greyscale: scale to 8 bits rather than clipping everything to white. Pillow's
+            # point() only takes native-order pixels, so big-endian TIFFs go through "I" first.
+            image = image.convert("I").point(lambda value: value / 256).convert("L")
+        elif image.has_transparency_data:  # an alpha band, or a transparent colour (PNG tRNS, GIF)
             rgba = image.convert("RGBA")
             background = Image.new("RGB", rgba.size, (255, 255, 255))
             background.paste(rgba, mask=rgba.getchannel("A"))
             return background
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16-bit greyscale: scale to 8 bits rather than clipping everything to white.
-            image = image.point(lambda value: value / 256).convert("L")
         return image.convert("RGB")
     except Exception as error:
         raise ImageRejected(f"The image is damaged or truncated ({error.__class__.__name__}).") from None

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.http import JsonResponse
 from django.shortcuts import render
+from django.template.defaultfilters import filesizeformat
 
 # Room for the multipart envelope and the other form fields around the photo itself.
 MULTIPART_SLACK = 64 * 1024
@@ -37,7 +38,7 @@ class UploadLimitMiddleware:
                 length = 0
             limit = settings.MEEPO_MAX_UPLOAD_BYTES
             if length > limit + MULTIPART_SLACK:
-                return refuse(request, f"The upload is larger than {limit // (1024 * 1024)} MB.", 413)
+                return refuse(request, f"The upload is larger than {filesizeformat(limit)}.", 413)
         return self.get_response(request)
 
 
