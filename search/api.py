@@ -1,15 +1,16 @@
 """The JSON API, validated and documented by django-ninja (schema at /api/openapi.json)."""
 
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 from django.conf import settings
 from django.db.models import Count, Q
 from django.http import HttpRequest
-from ninja import File, Form, NinjaAPI, Query, Schema
+from ninja import File, Form, NinjaAPI, Path, Query, Schema
 from ninja.errors import HttpError, ValidationError
 from ninja.files import UploadedFile
-from pydantic import Field
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
 from catalog.models import Item, ItemImage
 from pipeline import index as index_store
@@ -27,6 +28,16 @@ api = NinjaAPI(
 
 class ErrorOut(Schema):
     error: str
+
+
+def _without_nul(text: str) -> str:
+    # NUL never belongs in a query, and PostgreSQL refuses it in a string (a 500, not a 400).
+    if "\x00" in text:
+        raise PydanticCustomError("nul_character", "String should not contain NUL characters")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_without_nul)]
 
 
 class ResultOut(Schema):
@@ -63,16 +74,19 @@ class SearchOut(Schema):
 class PageParams(Schema):
     limit: int = Field(24, ge=1, le=100)
     offset: int = Field(0, ge=0, le=10_000)
-    category: str = Field("", max_length=100)
+    category: Text = Field("", max_length=100, description="only items of this category (400 if there is none)")
 
 
 class TextSearchParams(PageParams):
-    q: str = Field(..., min_length=1, max_length=settings.MEEPO_MAX_QUERY_LENGTH, description="what to look for")
+    q: Text = Field(..., min_length=1, max_length=settings.MEEPO_MAX_QUERY_LENGTH, description="what to look for")
     regions: bool = Field(False, description="let the text match regions of catalogue images too")
 
 
 class PhotoOptions(Schema):
-    box: str | None = Field(None, max_length=80, description="search only this part: x,y,w,h in the photo's pixels")
+    # max_length inside the union, so that pydantic checks it as the length of a string.
+    box: Annotated[str, Field(max_length=80), AfterValidator(_without_nul)] | None = Field(
+        None, description="search only this part: x,y,w,h in the photo's pixels"
+    )
     mode: Literal["full", "region", "both"] = Field(
         "both", description="match whole catalogue images, regions of them, or both"
     )
@@ -81,10 +95,15 @@ class PhotoOptions(Schema):
 
 
 class UrlQuery(PhotoOptions):
-    url: str = Field(..., min_length=1, max_length=2000, description="an http(s) URL of a photo")
+    url: Text = Field(..., min_length=1, max_length=2000, description="an http(s) URL of a photo")
 
 
-ERRORS = {400: ErrorOut, 404: ErrorOut, 413: ErrorOut, 503: ErrorOut}
+ITEM_ID_MAX = 2**63 - 1  # item ids are 64-bit (BigAutoField)
+
+# The error answers each endpoint can really give. 411, 413 and 429 come from search/middleware.py
+# (a chunked upload, an oversized upload, MEEPO_RATE_LIMIT); 503 until an index is built.
+SEARCH_ERRORS = {400: ErrorOut, 429: ErrorOut, 503: ErrorOut}
+UPLOAD_ERRORS = {**SEARCH_ERRORS, 411: ErrorOut, 413: ErrorOut}
 
 
 @api.exception_handler(ValidationError)
@@ -142,12 +161,19 @@ def _results(request: HttpRequest, found: searcher.Results, *, limit: int, offse
     }
 
 
-@api.get("/search", response={200: SearchOut, **ERRORS}, summary="Search by text")
+def _check_category(category: str) -> None:
+    """An unknown category is a mistake (a typo, a renamed category), not a search with no results."""
+    if category and not Item.objects.filter(active=True, category=category).exists():
+        raise HttpError(400, f"category: there is no category {category!r}.")
+
+
+@api.get("/search", response={200: SearchOut, **SEARCH_ERRORS}, summary="Search by text")
 def search_text(request: HttpRequest, params: Query[TextSearchParams]):
     started = time.perf_counter()
     query = searcher.normalise_query(params.q)
     if not query:
         raise HttpError(400, "q: the query is empty.")
+    _check_category(params.category)
     found = searcher.search_by_text(
         query=query, limit=params.limit, offset=params.offset, category=params.category, regions=params.regions
     )
@@ -155,6 +181,7 @@ def search_text(request: HttpRequest, params: Query[TextSearchParams]):
 
 
 def _photo_search(request: HttpRequest, load_image, options: PhotoOptions, params: PageParams, started: float):
+    _check_category(params.category)
     box = parse_box(options.box)
     searcher.served_index()
     plain = box is None and not options.remove_text and not options.enhance
@@ -170,7 +197,7 @@ def _photo_search(request: HttpRequest, load_image, options: PhotoOptions, param
     return _results(request, found, limit=params.limit, offset=params.offset, started=started)
 
 
-@api.post("/search/image", response={200: SearchOut, **ERRORS}, summary="Search with an uploaded photo")
+@api.post("/search/image", response={200: SearchOut, **UPLOAD_ERRORS}, summary="Search with an uploaded photo")
 def search_image(
     request: HttpRequest, params: Query[PageParams], image: File[UploadedFile], options: Form[PhotoOptions]
 ):
@@ -178,18 +205,35 @@ def search_image(
     return _photo_search(request, lambda draft: image_from_upload(image, draft_size=draft), options, params, started)
 
 
-@api.post("/search/url", response={200: SearchOut, **ERRORS}, summary="Search with the URL of a photo")
+@api.post(
+    "/search/url",
+    response={200: SearchOut, **UPLOAD_ERRORS, 415: ErrorOut},
+    summary="Search with the URL of a photo",
+)
 def search_url(request: HttpRequest, body: UrlQuery, params: Query[PageParams]):
     started = time.perf_counter()
+    if request.content_type != "application/json":
+        # ninja reads any body as JSON. A form on another site can post text/plain without a CORS
+        # preflight; it must not be able to make this server fetch URLs.
+        raise HttpError(415, "Send the body as application/json.")
     return _photo_search(request, lambda draft: image_from_url(body.url, draft_size=draft), body, params, started)
 
 
-@api.get("/items/{item_id}/similar", response={200: SearchOut, **ERRORS}, summary="Items that look like this one")
-def similar(request: HttpRequest, item_id: int, params: Query[PageParams]):
+@api.get(
+    "/items/{item_id}/similar",
+    response={200: SearchOut, **SEARCH_ERRORS, 404: ErrorOut},
+    summary="Items that look like this one",
+)
+def similar(
+    request: HttpRequest,
+    params: Query[PageParams],
+    item_id: int = Path(..., ge=1, le=ITEM_ID_MAX, description="the id of an active item"),
+):
     started = time.perf_counter()
     item = Item.objects.filter(id=item_id, active=True).first()
     if item is None:
         raise HttpError(404, f"There is no item {item_id}.")
+    _check_category(params.category)
     found = searcher.similar_items(item=item, limit=params.limit, offset=params.offset)
     return _results(request, found, limit=params.limit, offset=params.offset, started=started)
 
