@@ -234,7 +234,7 @@ def similar(
     if item is None:
         raise HttpError(404, f"There is no item {item_id}.")
     _check_category(params.category)
-    found = searcher.similar_items(item=item, limit=params.limit, offset=params.offset)
+    found = searcher.similar_items(item=item, limit=params.limit, offset=params.offset, category=params.category)
     return _results(request, found, limit=params.limit, offset=params.offset, started=started)
 
 

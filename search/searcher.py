@@ -180,8 +180,8 @@ def item_vector(item: Item) -> np.ndarray | None:
     return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
-def similar_items(*, item: Item, limit: int, offset: int = 0) -> Results:
+def similar_items(*, item: Item, limit: int, offset: int = 0, category: str = "") -> Results:
     vector = item_vector(item)
     if vector is None:
         return Results(hits=[], total=0)
-    return search_by_vector(vector=vector, limit=limit, offset=offset, exclude_item_id=item.id)
+    return search_by_vector(vector=vector, limit=limit, offset=offset, category=category, exclude_item_id=item.id)

@@ -90,6 +90,17 @@ def test_similar_items_leave_out_the_item_itself(client, indexed_catalogue):
     assert item.id not in ids and len(ids) == 7
 
 
+def test_similar_items_keep_to_the_category_asked_for(client, indexed_catalogue):
+    item = indexed_catalogue[0]
+    category = indexed_catalogue[1].category
+
+    body = client.get(f"/api/items/{item.id}/similar", {"limit": 10, "category": category}).json()
+
+    expected = {other.id for other in indexed_catalogue if other.category == category and other.id != item.id}
+    assert {result["item_id"] for result in body["results"]} == expected
+    assert {result["category"] for result in body["results"]} == {category}
+
+
 def test_similar_for_an_unknown_item_is_404(client, indexed_catalogue):
     response = client.get("/api/items/999999/similar")
 
