@@ -104,6 +104,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "search.middleware.ApiErrorsAsJsonMiddleware",
     "search.middleware.UploadLimitMiddleware",
     "search.middleware.RateLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -96,3 +96,25 @@ def seconds_to_wait(client: str, count: int, seconds: int) -> int:
     if used <= count:
         return 0
     return max(1, math.ceil((window + 1) * seconds - now))
+
+
+class ApiErrorsAsJsonMiddleware:
+    """Unknown API paths and wrong methods answer JSON like every other API error."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (
+            request.path.startswith("/api/")
+            and response.status_code in (404, 405)
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            if response.status_code == 404:
+                return JsonResponse({"error": f"There is no API endpoint {request.path}."}, status=404)
+            allowed = response.get("Allow", "")
+            replacement = JsonResponse({"error": f"{request.method} is not allowed here; use {allowed}."}, status=405)
+            replacement["Allow"] = allowed
+            return replacement
+        return response
