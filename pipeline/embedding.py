@@ -66,6 +66,8 @@ def embed_catalog(
     spec = configured_model()
     layout = configured_layout()
     with exclusive_lock(lock_path(), what="embed_catalog"):
+        # Here, not only after a rebuild: a run with nothing to rebuild would leave them for good.
+        index_store.remove_leftovers()
         if full:
             ItemImage.objects.update(embedding_state=ItemImage.State.PENDING)
             if windows:

@@ -199,15 +199,22 @@ def _switch_to(version: Path) -> None:
     _fsync(root)
 
 
+def remove_leftovers() -> None:
+    """Delete what killed builds left: half-written folders (as big as an index) and pointer files.
+    Only while holding the embed_catalog lock: a build in progress looks the same."""
+    root = index_dir()
+    for leftover in root.glob(".building-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in root.glob(f".{POINTER}.*"):
+        leftover.unlink(missing_ok=True)
+
+
 def remove_old_versions(*, keep: int) -> None:
     """Delete all but the newest `keep` versions (workers still reading an old one keep their open
     file; on POSIX its pages stay valid until they switch) and leftovers of killed builds."""
     root = index_dir()
     current = current_version()
-    for leftover in root.glob(".building-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    for leftover in root.glob(f".{POINTER}.*"):
-        leftover.unlink(missing_ok=True)
+    remove_leftovers()
     versions = sorted((path for path in root.glob("v*") if path.is_dir()), reverse=True)
     for old in versions[keep:]:
         if old != current:
