@@ -20,10 +20,17 @@ def parse_box(text: str | None) -> tuple[int, int, int, int] | None:
     if text is None or not text.strip():
         return None
     try:
-        x, y, w, h = (round(float(part)) for part in text.split(","))
+        x, y, w, h = (_pixels(part) for part in text.split(","))
     except (ValueError, OverflowError):
         raise QueryRejected("box must be four numbers x,y,w,h in the photo's pixels.") from None
     return x, y, w, h
+
+
+def _pixels(part: str) -> int:
+    try:
+        return int(part)  # exact, however large: a float would round it
+    except ValueError:
+        return round(float(part))  # the box tool may send fractions of a pixel
 
 
 def prepare(image, *, box=None, remove_text: bool = False, enhance: bool = False):

@@ -1,7 +1,9 @@
 import http.server
 import io
 import threading
+from pathlib import Path
 
+import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
@@ -288,3 +290,20 @@ def test_the_openapi_schema_documents_every_endpoint(client, db):
         "/api/items/{item_id}/similar",
         "/api/status",
     } <= set(schema["paths"])
+
+
+def test_query_photos_never_touch_the_disk(client, settings, indexed_catalogue, tmp_path):
+    # Django spills uploads over 2.5 MB to a temporary file; there is none to spill to here.
+    settings.FILE_UPLOAD_TEMP_DIR = tmp_path / "does-not-exist"
+    noise = np.random.default_rng(0).integers(0, 256, (1800, 1800, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="JPEG", quality=95)
+    big = buffer.getvalue()
+    assert 3_000_000 < len(big) < settings.MEEPO_MAX_UPLOAD_BYTES
+    media_before = sorted(Path(settings.MEDIA_ROOT).rglob("*"))
+
+    found = client.post("/api/search/image", {"image": SimpleUploadedFile("big.jpg", big, "image/jpeg")})
+    refused = client.post("/api/search/image", {"image": SimpleUploadedFile("big.jpg", big[:-1_000_000], "image/jpeg")})
+
+    assert found.status_code == 200 and refused.status_code == 400
+    assert sorted(Path(settings.MEDIA_ROOT).rglob("*")) == media_before

@@ -1,5 +1,6 @@
 """The real thing: gunicorn with deploy/gunicorn.conf.py, a SQLite file, the tiny model and FAISS."""
 
+import contextlib
 import json
 import os
 import socket
@@ -68,26 +69,35 @@ def site(tmp_path, site_env):
     manage("import_catalog", str(write_catalogue(tmp_path / "first", demo_rows(8))))
     manage("embed_catalog")
     manage("collectstatic", "--noinput", "-v0")
+    with gunicorn(env, tmp_path / "gunicorn.log") as base:
+        yield base, manage, tmp_path
+
+
+@contextlib.contextmanager
+def gunicorn(env: dict, log: Path):
+    """A real gunicorn with deploy/gunicorn.conf.py on env's MEEPO_BIND; yields its base URL.
+    Its output goes to a file: a pipe nobody reads could fill up and stall the server."""
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "meepo.wsgi"],
         cwd=ROOT,
         env=env,
-        stderr=subprocess.PIPE,
+        stderr=log.open("w"),
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            if get(base + "/healthz")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        server.kill()
-        pytest.fail("gunicorn did not start: " + server.stderr.read().decode()[-2000:])
-    yield base, manage, tmp_path
-    server.terminate()
-    server.wait(timeout=30)
+    base = f"http://{env['MEEPO_BIND']}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                if get(base + "/healthz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("gunicorn did not start: " + log.read_text()[-2000:])
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.mark.slow

@@ -7,13 +7,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 from meepo.testing import DEMO_DIR, demo_rows, write_catalogue
-from search.tests.test_gunicorn import ROOT, free_port, get, post_photo
+from search.tests.test_gunicorn import ROOT, free_port, get, gunicorn, post_photo
 
 WORDS = ["cat", "red mug", "night sky", "portrait", "bridge", "flowers", "coffee", "bird"]
 
@@ -76,26 +75,8 @@ def site(tmp_path):
     manage("import_catalog", str(write_catalogue(tmp_path / "first", demo_rows(12))))
     manage("embed_catalog")
     log = tmp_path / "gunicorn.log"
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "meepo.wsgi"],
-        cwd=ROOT,
-        env=env,
-        stderr=log.open("w"),
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            if get(base + "/healthz")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        server.kill()
-        pytest.fail("gunicorn did not start: " + log.read_text()[-2000:])
-    yield base, manage, log
-    server.terminate()
-    server.wait(timeout=30)
+    with gunicorn(env, log) as base:
+        yield base, manage, log
 
 
 @pytest.mark.slow
