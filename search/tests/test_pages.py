@@ -431,3 +431,26 @@ def test_the_server_error_page_renders_without_a_request_or_database():
 
     assert "Something went wrong on our side" in html
     assert 'href="/static/css/dist/styles.css"' in html
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/search?q=%00",
+        "/search?q=cat&page=abc",
+        "/search?q=cat&page=-1",
+        "/search?q=cat&page=99999999999999999999999",
+        "/search?q=cat&category=%00",
+        "/search?photo=not-a-token",
+        "/search?photo=%00&page=2",
+        "/search?q=cat&regions=perhaps",
+        "/items/1/?image=abc&box=zzz",
+        "/items/1/?image=99999999999999999999999&box=1,2,3,4",
+        "/items/99999999999999999999999/",
+    ],
+)
+def test_pages_answer_bad_parameters_with_a_4xx_or_a_page_never_a_500(client, indexed_catalogue, path):
+    response = client.get(path)
+
+    assert response.status_code in (200, 400, 404), response.status_code
+    assert b"<html" in response.content
