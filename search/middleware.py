@@ -80,19 +80,16 @@ def client_of(request) -> str:
 def seconds_to_wait(client: str, count: int, seconds: int) -> int:
     """Count this request in the client's fixed window; 0 when it is within the limit.
 
-    The file cache's incr is not atomic across workers, so a burst can slip a few requests past
-    the limit; it never counts a request twice.
+    Reading and writing the count is not atomic across workers, so a burst can slip a few requests
+    past the limit; it never counts a request twice.
     """
     now = time.time()
     window = int(now // seconds)
     key = f"searches:{client}:{window}"
     cache = caches["ratelimit"]
-    cache.add(key, 0, timeout=seconds + 1)
-    try:
-        used = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.add(key, 1, timeout=seconds + 1)
-        used = 1
+    # Not cache.incr: it would store the count with the cache's default timeout, not the window's.
+    used = cache.get(key, 0) + 1
+    cache.set(key, used, timeout=seconds + 1)
     if used <= count:
         return 0
     return max(1, math.ceil((window + 1) * seconds - now))
