@@ -62,8 +62,10 @@ def site(tmp_path, site_env):
         **site_env,
     )
 
-    def manage(*args):
-        subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True)
+    def manage(*args) -> str:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+        ).stdout
 
     manage("migrate", "-v0")
     manage("import_catalog", str(write_catalogue(tmp_path / "first", demo_rows(8))))
