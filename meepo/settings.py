@@ -211,7 +211,9 @@ MEEPO_CLIP_PRETRAINED = env_str("MEEPO_CLIP_PRETRAINED", "none" if MEEPO_CLIP_MO
 MEEPO_DEVICE = env_choice("MEEPO_DEVICE", "auto", {"auto", "cpu", "cuda"})
 MEEPO_EMBED_BATCH_SIZE = env_int("MEEPO_EMBED_BATCH_SIZE", 0)  # 0: 32 on CPU, 256 on CUDA
 MEEPO_TORCH_THREADS = env_int("MEEPO_TORCH_THREADS", 0)  # 0: torch's default (one per core)
-MEEPO_CPU_INT8 = env_bool("MEEPO_CPU_INT8", True)  # int8 image tower on CPUs (manage.py benchmark)
+# The image tower's arithmetic on a CPU (pipeline/encoder.py): auto is bf16 where the CPU has
+# AMX, int8 elsewhere; fp32 is the unoptimised reference. The text tower always stays fp32.
+MEEPO_CPU_IMAGE_PRECISION = env_choice("MEEPO_CPU_IMAGE_PRECISION", "auto", {"auto", "bf16", "int8", "fp32"})
 
 # --- Index ---------------------------------------------------------------------------------
 MEEPO_INDEX_DIR = MEEPO_DATA_DIR / "index"

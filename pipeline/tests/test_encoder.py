@@ -89,3 +89,17 @@ def test_text_encoding_stops_at_the_end_token_without_changing_the_result():
         reference = torch.nn.functional.normalize(encoder.model.encode_text(tokens), dim=-1).numpy()
 
     assert np.abs(encoder.encode_texts(texts) - reference).max() < 1e-5
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_each_cpu_image_precision_stays_close_to_fp32(settings, precision):
+    settings.MEEPO_CPU_IMAGE_PRECISION = precision
+    photos = [Image.open(path).convert("RGB") for path in sorted((DEMO_DIR / "images").glob("*.jpg"))[:8]]
+    reference = Encoder(ModelSpec("meepo-tiny", None), optimised=False)
+
+    encoder = Encoder(ModelSpec("meepo-tiny", None))
+
+    assert encoder.image_precision == precision and reference.image_precision == "fp32"
+    cosines = (encoder.encode_images(photos) * reference.encode_images(photos)).sum(axis=1)
+    assert cosines.min() >= 0.99
+    assert np.array_equal(encoder.encode_texts(["a red mug"]), reference.encode_texts(["a red mug"]))

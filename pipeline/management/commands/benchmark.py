@@ -29,6 +29,7 @@ class Command(BaseCommand):
         except ModelUnavailable as error:
             raise CommandError(str(error)) from None
         report["machine"] = machine.describe()
+        report["image_precision"] = meepo.image_precision
         if "encoding" in parts:
             naive = Encoder(meepo.spec, optimised=False)
             report["embedding"] = encoding.embedding_compare(
