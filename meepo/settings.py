@@ -219,7 +219,7 @@ MEEPO_CPU_IMAGE_PRECISION = env_choice("MEEPO_CPU_IMAGE_PRECISION", "auto", {"au
 MEEPO_INDEX_DIR = MEEPO_DATA_DIR / "index"
 # Below this many vectors search is exact; above it IVF over 8-bit codes (pipeline/index.py).
 MEEPO_EXACT_INDEX_MAX = env_int("MEEPO_EXACT_INDEX_MAX", 20_000, minimum=1)
-MEEPO_IVF_NPROBE = env_int("MEEPO_IVF_NPROBE", 0)  # 0: 64 up to 1024 lists, 96 above
+MEEPO_IVF_NPROBE = env_int("MEEPO_IVF_NPROBE", 0)  # 0: 64; text queries search half as many again
 MEEPO_INDEX_KEEP = env_int("MEEPO_INDEX_KEEP", 3, minimum=2)
 
 # --- Region search (windows) -----------------------------------------------------------------

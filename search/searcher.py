@@ -65,6 +65,7 @@ def search_by_vector(
     category: str = "",
     mode: str = "full",
     exclude_item_id: int | None = None,
+    text: bool = False,
 ) -> Results:
     """One result per active item (its best image), best first.
 
@@ -83,7 +84,7 @@ def search_by_vector(
     cap = min(served.size, settings.MEEPO_MAX_RESULTS * 4)
     pool = min(cap, max(100, wanted * 4))
     while True:
-        matches = _nearest_images(served, vector, pool, mode)
+        matches = _nearest_images(served, vector, pool, mode, text=text)
         hits = _best_image_per_item(matches, category=category, exclude_item_id=exclude_item_id)
         if len(hits) >= wanted or pool >= cap:
             break
@@ -92,12 +93,12 @@ def search_by_vector(
     return Results(hits=hits[offset:wanted], total=len(hits))
 
 
-def _nearest_images(served: ServedIndex, vector: np.ndarray, pool: int, mode: str) -> list[ImageMatch]:
+def _nearest_images(served: ServedIndex, vector: np.ndarray, pool: int, mode: str, *, text: bool) -> list[ImageMatch]:
     found = []
     if mode in ("full", "both"):
-        found.append(full_matches(*served.nearest(vector, pool)))
+        found.append(full_matches(*served.nearest(vector, pool, text=text)))
     if mode in ("region", "both"):
-        ids, boxes, scores = served.windows.nearest(vector, pool * WINDOW_HITS_PER_IMAGE)
+        ids, boxes, scores = served.windows.nearest(vector, pool * WINDOW_HITS_PER_IMAGE, text=text)
         found.append(
             aggregate_windows(ids, boxes, scores, served.windows.counts, weights=settings.MEEPO_REGION_WEIGHTS)
         )
@@ -156,7 +157,7 @@ def search_by_text(*, query: str, limit: int, offset: int = 0, category: str = "
     served_index()  # fail with the operator's message before loading the model
     vector = text_vectors.get(normalise_query(query).lower())
     mode = "both" if regions else "full"
-    return search_by_vector(vector=vector, limit=limit, offset=offset, category=category, mode=mode)
+    return search_by_vector(vector=vector, limit=limit, offset=offset, category=category, mode=mode, text=True)
 
 
 def image_query_vector(image) -> np.ndarray:

@@ -22,14 +22,14 @@ class WindowsIndex:
     ids: np.ndarray  # row -> ItemImage id
     boxes: np.ndarray  # row -> (x, y, w, h) in that image's pixels
     counts: dict[int, int]  # ItemImage id -> how many windows it has
-    nprobe: int | None
+    meta: dict
 
-    def nearest(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def nearest(self, vector: np.ndarray, k: int, *, text: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image ids, boxes, scores) of the k nearest windows, best first."""
         k = min(k, int(self.index.ntotal))
         if k <= 0:
             return np.empty(0, dtype=np.int64), np.empty((0, 4), dtype=np.int32), np.empty(0, dtype=np.float32)
-        scores, rows = _search(self.index, vector, k, self.nprobe)
+        scores, rows = _search(self.index, vector, k, _nprobe(self.meta, text))
         rows, scores = rows[0], scores[0]
         keep = rows >= 0
         return self.ids[rows[keep]], self.boxes[rows[keep]], scores[keep]
@@ -47,14 +47,19 @@ class ServedIndex:
     def size(self) -> int:
         return int(self.index.ntotal)
 
-    def nearest(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(image ids, scores) of the k nearest full images, best first."""
+    def nearest(self, vector: np.ndarray, k: int, *, text: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(image ids, scores) of the k nearest full images, best first; text queries search wider."""
         k = min(k, self.size)
         if k <= 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        scores, rows = _search(self.index, vector, k, self.meta.get("nprobe"))
+        scores, rows = _search(self.index, vector, k, _nprobe(self.meta, text))
         keep = rows[0] >= 0
         return self.ids[rows[0][keep]], scores[0][keep]
+
+
+def _nprobe(meta: dict, text: bool) -> int | None:
+    # Versions built before text_nprobe existed search text like images.
+    return (text and meta.get("text_nprobe")) or meta.get("nprobe")
 
 
 def _search(index, vector: np.ndarray, k: int, nprobe: int | None):
@@ -92,7 +97,7 @@ def _open(version: Path) -> ServedIndex:
             ids=window_ids,
             boxes=np.load(version / index_store.WINDOWS_BOXES_FILE),
             counts=dict(zip(images.tolist(), counts.tolist(), strict=True)),
-            nprobe=meta["windows"].get("nprobe"),
+            meta=meta["windows"],
         )
     return ServedIndex(version=version, meta=meta, index=index, ids=ids, windows=windows)
 

@@ -49,18 +49,23 @@ def scale(count: int, *, dimension: int = 512, queries: int = 200) -> dict:
     started = time.perf_counter()
     index = index_store.make_index(vectors, index_type)
     build_seconds = time.perf_counter() - started
-    meta = {"index_type": index_type, "nprobe": index_store.default_nprobe(index_type)}
+    meta = {
+        "index_type": index_type,
+        "nprobe": index_store.default_nprobe(index_type),
+        "text_nprobe": index_store.default_nprobe(index_type, text=True),
+    }
     served = ServedIndex(version=None, meta=meta, index=index, ids=np.arange(count), windows=None)
 
     faiss.omp_set_num_threads(1)  # as in a web worker: one query at a time, one thread
-    report = {"vectors": count, "dimension": dimension, "index_type": index_type, "nprobe": meta["nprobe"]}
+    report = {"vectors": count, "dimension": dimension, **meta}
     report["build_s"] = round(build_seconds, 1)
     report["meepo_bytes_per_vector"] = _bytes_per_vector(index, count)
     report["naive_bytes_per_vector"] = dimension * 4 + 8
     for kind, batch in kinds.items():
         naive_ms = _latencies(lambda q: exact.search(q.reshape(1, -1), K), batch)
-        meepo_ms = _latencies(lambda q: served.nearest(q, K), batch)
-        found = [served.nearest(q, K)[0] for q in batch]
+        text = kind == "text"
+        meepo_ms = _latencies(lambda q, text=text: served.nearest(q, K, text=text), batch)
+        found = [served.nearest(q, K, text=text)[0] for q in batch]
         report[f"{kind}_queries"] = {
             "naive_p50_ms": round(float(np.percentile(naive_ms, 50)), 3),
             "naive_p95_ms": round(float(np.percentile(naive_ms, 95)), 3),

@@ -48,7 +48,7 @@ def test_the_index_benchmark_measures_meepos_real_search_path(settings):
 
     row = indexing.scale(20_000, dimension=64, queries=50)
 
-    assert row["index_type"] == "ivf512,sq8" and row["nprobe"] == 64
+    assert row["index_type"] == "ivf1024,sq8" and (row["nprobe"], row["text_nprobe"]) == (64, 96)
     assert row["meepo_bytes_per_vector"] < row["naive_bytes_per_vector"] / 2
     assert row["image_queries"]["recall_at_10"] >= 0.95
     assert row["text_queries"]["recall_at_10"] >= 0.9

@@ -33,9 +33,10 @@ def test_the_approximate_index_finds_what_exact_search_finds(settings, data_dir,
     version = index_store.build_index(vectors=vectors, ids=np.arange(len(vectors)), spec=spec, dimension=128)
     served = served_index._open(version)
 
-    assert served.meta["index_type"] == "ivf512,sq8" and served.meta["nprobe"] == 64
+    assert served.meta["index_type"] == "ivf1024,sq8"
+    assert (served.meta["nprobe"], served.meta["text_nprobe"]) == (64, 96)
     _, truth = exact.search(queries, 10)
-    found = [set(served.nearest(query, 10)[0]) for query in queries]
+    found = [set(served.nearest(query, 10, text=kind == "text")[0]) for query in queries]
     recall = np.mean([len(found[i] & set(truth[i])) / 10 for i in range(len(queries))])
     assert recall >= 0.95
 
@@ -110,3 +111,10 @@ def test_hidden_items_stay_in_the_index_but_never_in_results(indexed_catalogue):
 
     assert hidden.id not in [hit.item.id for hit in found.hits]
     assert found.total == 7
+
+
+def test_text_queries_probe_more_lists_and_older_versions_fall_back_to_one_nprobe():
+    assert served_index._nprobe({"nprobe": 64, "text_nprobe": 96}, text=True) == 96
+    assert served_index._nprobe({"nprobe": 64, "text_nprobe": 96}, text=False) == 64
+    assert served_index._nprobe({"nprobe": 64}, text=True) == 64
+    assert served_index._nprobe({"nprobe": None}, text=True) is None
