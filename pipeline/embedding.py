@@ -81,8 +81,8 @@ def embed_catalog(
         if encoder is not None:
             batch_size = settings.MEEPO_EMBED_BATCH_SIZE or (256 if encoder.on_gpu else 32)
             batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                loaded = prefetched(batches, partial(_load_batch, encoder=encoder), pool)
+            with ThreadPoolExecutor(max_workers=2) as pool, ThreadPoolExecutor(encoder.decoders) as decoders:
+                loaded = prefetched(batches, partial(_load_batch, encoder=encoder, decoders=decoders), pool)
                 for batch in iter_wrapper(loaded, len(todo)):
                     encoded, failed = _store_batch(*batch, encoder=encoder)
                     report.encoded += encoded
@@ -97,23 +97,29 @@ def embed_catalog(
     return report
 
 
-def _load_batch(images: list[ItemImage], *, encoder: Encoder) -> tuple[list[ItemImage], list, dict[int, str]]:
+def _load_batch(images: list[ItemImage], *, encoder: Encoder, decoders: ThreadPoolExecutor):
     pixels, errors = [], {}
-    for image in images:
-        try:
-            pixels.append(encoder.pixels_from_bytes(image.read_bytes()))
-        except ImageRejected as error:
-            errors[image.id] = str(error)
-        except (OSError, ValueError) as error:
-            errors[image.id] = f"the file could not be read ({error.__class__.__name__})"
-    return images, pixels, errors
+    decoded = decoders.map(partial(_decode, encoder=encoder), images)
+    for image, (image_pixels, error) in zip(images, decoded, strict=True):
+        if error:
+            errors[image.id] = error
+        else:
+            pixels.append(image_pixels)
+    return images, encoder.stack(pixels) if pixels else None, errors
 
 
-def _store_batch(images: list[ItemImage], pixels: list, errors: dict[int, str], *, encoder: Encoder):
-    import torch
+def _decode(image: ItemImage, *, encoder: Encoder):
+    try:
+        return encoder.pixels_from_bytes(image.read_bytes()), None
+    except ImageRejected as error:
+        return None, str(error)
+    except (OSError, ValueError) as error:
+        return None, f"the file could not be read ({error.__class__.__name__})"
 
+
+def _store_batch(images: list[ItemImage], batch, errors: dict[int, str], *, encoder: Encoder):
     spec = encoder.spec
-    vectors = encoder.encode_pixels(torch.stack(pixels)) if pixels else np.empty((0, encoder.dimension))
+    vectors = encoder.encode_pixels(batch) if batch is not None else np.empty((0, encoder.dimension))
     now = timezone.now()
     rows = iter(vectors.astype(np.float16))
     stored, failed = [], []

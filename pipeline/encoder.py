@@ -4,6 +4,7 @@ torch and open_clip are imported inside functions so that `migrate`, the admin a
 tests never pay for them.
 """
 
+import os
 import socket
 import threading
 import warnings
@@ -143,6 +144,20 @@ class Encoder:
 
         return self.preprocess(load_rgb(data, max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS, draft_size=self.draft_size))
 
+    @property
+    def decoders(self) -> int:
+        """Threads decoding photos for one batch. On a CPU the forward pass needs the cores; a GPU
+        waits for the CPU unless every core decodes (PIL and torchvision release the GIL)."""
+        return (os.cpu_count() or 1) if self.on_gpu else 1
+
+    def stack(self, pixels: list):
+        """One batch of preprocessed images; on a GPU in pinned memory, so that its copy to the
+        device does not wait on the pageable-memory staging."""
+        import torch
+
+        batch = torch.stack(pixels)
+        return batch.pin_memory() if self.on_gpu else batch
+
     def encode_pixels(self, batch):
         """Encode a batch of already preprocessed images (a tensor) to normalised float32 vectors."""
         import torch
@@ -155,9 +170,7 @@ class Encoder:
         return _normalised(features)
 
     def encode_images(self, images: list) -> "np.ndarray":  # noqa: F821
-        import torch
-
-        return self.encode_pixels(torch.stack([self.preprocess(image) for image in images]))
+        return self.encode_pixels(self.stack([self.preprocess(image) for image in images]))
 
     def encode_texts(self, texts: list[str]) -> "np.ndarray":  # noqa: F821
         import torch

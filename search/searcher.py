@@ -85,12 +85,12 @@ def search_by_vector(
     pool = min(cap, max(100, wanted * 4))
     while True:
         matches = _nearest_images(served, vector, pool, mode, text=text)
-        hits = _best_image_per_item(matches, category=category, exclude_item_id=exclude_item_id)
-        if len(hits) >= wanted or pool >= cap:
+        best = _best_match_per_item(matches, category=category, exclude_item_id=exclude_item_id)
+        if len(best) >= wanted or pool >= cap:
             break
         pool = min(cap, pool * 4)
-    hits = hits[: settings.MEEPO_MAX_RESULTS]
-    return Results(hits=hits[offset:wanted], total=len(hits))
+    best = best[: settings.MEEPO_MAX_RESULTS]
+    return Results(hits=_hits(best[offset:wanted]), total=len(best))
 
 
 def _nearest_images(served: ServedIndex, vector: np.ndarray, pool: int, mode: str, *, text: bool) -> list[ImageMatch]:
@@ -105,22 +105,31 @@ def _nearest_images(served: ServedIndex, vector: np.ndarray, pool: int, mode: st
     return merge(*found)
 
 
-def _best_image_per_item(matches: list[ImageMatch], *, category: str, exclude_item_id: int | None) -> list[Hit]:
+def _best_match_per_item(matches: list[ImageMatch], *, category: str, exclude_item_id: int | None) -> list[ImageMatch]:
+    # Only ids here: building model instances for every candidate cost more than the vector search.
     images = ItemImage.objects.filter(id__in=[match.image_id for match in matches], item__active=True)
-    images = images.select_related("item")
     if category:
         images = images.filter(item__category=category)
     if exclude_item_id is not None:
         images = images.exclude(item_id=exclude_item_id)
-    by_id = {image.id: image for image in images}
-    hits, seen = [], set()
+    item_of = dict(images.values_list("id", "item_id"))
+    best, seen = [], set()
     for match in matches:
-        image = by_id.get(match.image_id)
-        if image is None or image.item_id in seen:
+        item_id = item_of.get(match.image_id)
+        if item_id is None or item_id in seen:
             continue
-        seen.add(image.item_id)
-        hits.append(Hit(item=image.item, image=image, score=match.score, match=match.match, box=match.box))
-    return hits
+        seen.add(item_id)
+        best.append(match)
+    return best
+
+
+def _hits(matches: list[ImageMatch]) -> list[Hit]:
+    images = ItemImage.objects.select_related("item").in_bulk([match.image_id for match in matches])
+    return [
+        Hit(item=image.item, image=image, score=match.score, match=match.match, box=match.box)
+        for match in matches
+        if (image := images.get(match.image_id)) is not None
+    ]
 
 
 class _TextVectorCache:

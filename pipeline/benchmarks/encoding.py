@@ -62,19 +62,17 @@ def naive_embed(encoder: Encoder, photos: list[bytes]) -> np.ndarray:
 
 
 def meepo_embed(encoder: Encoder, photos: list[bytes], *, batch_size: int) -> np.ndarray:
-    """The embed_catalog path: draft-mode decoding in a background thread, overlapping the forward
-    pass, through the encoder's own encode_pixels."""
+    """The embed_catalog path: draft-mode decoding in a background thread (every core on a GPU
+    machine), overlapping the forward pass, through the encoder's own encode_pixels."""
     from concurrent.futures import ThreadPoolExecutor
-
-    import torch
 
     batches = [photos[start : start + batch_size] for start in range(0, len(photos), batch_size)]
 
     def load(batch):
-        return torch.stack([encoder.pixels_from_bytes(data) for data in batch])
+        return encoder.stack(list(decoders.map(encoder.pixels_from_bytes, batch)))
 
     vectors = []
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=1) as pool, ThreadPoolExecutor(encoder.decoders) as decoders:
         pending = pool.submit(load, batches[0]) if batches else None
         for number in range(len(batches)):
             pixels = pending.result()
