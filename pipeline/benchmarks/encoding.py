@@ -121,12 +121,14 @@ def _timed(function, inputs, repeats: int) -> list[float]:
     return samples
 
 
-def text_encoder(encoder: Encoder, *, repeats: int) -> dict:
+def text_encoder(naive_encoder: Encoder, encoder: Encoder, *, repeats: int, bf16_encoder: Encoder | None) -> dict:
+    """Naive: encode_text on the 77-token context in fp32. Meepo: as configured (exact by default);
+    with bf16_encoder, also the opt-in bf16 text tower, which is not exact."""
     import torch
 
     def naive(query: str) -> np.ndarray:
         with torch.inference_mode():
-            features = encoder.model.encode_text(encoder.tokenizer([query]))
+            features = naive_encoder.model.encode_text(naive_encoder.tokenizer([query]))
         return torch.nn.functional.normalize(features.float(), dim=-1).numpy()[0]
 
     def meepo(query: str) -> np.ndarray:
@@ -134,13 +136,24 @@ def text_encoder(encoder: Encoder, *, repeats: int) -> dict:
 
     naive(QUERIES[0]), meepo(QUERIES[0])
     naive_ms, meepo_ms = _timed(naive, QUERIES, repeats), _timed(meepo, QUERIES, repeats)
-    difference = max(float(np.abs(naive(query) - meepo(query)).max()) for query in QUERIES)
-    return {
+    naive_p50 = np.percentile(naive_ms, 50)
+    references = {query: naive(query) for query in QUERIES}
+    result = {
+        "precision": encoder.text_precision,
         "naive": _percentiles(naive_ms),
         "meepo": _percentiles(meepo_ms),
-        "speedup_p50": round(float(np.percentile(naive_ms, 50) / np.percentile(meepo_ms, 50)), 2),
-        "max_abs_difference": difference,
+        "speedup_p50": round(float(naive_p50 / np.percentile(meepo_ms, 50)), 2),
+        "max_abs_difference": max(float(np.abs(references[query] - meepo(query)).max()) for query in QUERIES),
     }
+    if bf16_encoder is not None:
+        bf16_ms = _timed(lambda query: bf16_encoder.encode_texts([query]), QUERIES, repeats)
+        cosines = [float(references[query] @ bf16_encoder.encode_texts([query])[0]) for query in QUERIES]
+        result["bf16_opt_in"] = {
+            **_percentiles(bf16_ms),
+            "speedup_p50": round(float(naive_p50 / np.percentile(bf16_ms, 50)), 2),
+            "cosine_to_naive_min": round(min(cosines), 5),
+        }
+    return result
 
 
 def image_query_compare(naive_encoder: Encoder, encoder: Encoder, *, repeats: int) -> dict:

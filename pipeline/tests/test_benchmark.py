@@ -9,9 +9,14 @@ from pipeline.encoder import Encoder, get_encoder
 
 
 def test_fast_text_encoding_gives_the_naive_result():
-    result = encoding.text_encoder(get_encoder(), repeats=1)
+    meepo = get_encoder()
+    naive = Encoder(meepo.spec, optimised=False)
+    bf16 = Encoder(meepo.spec, text_precision="bf16")
 
-    assert result["max_abs_difference"] < 1e-5
+    result = encoding.text_encoder(naive, meepo, repeats=1, bf16_encoder=bf16)
+
+    assert result["precision"] == "fp32" and result["max_abs_difference"] < 1e-5
+    assert result["bf16_opt_in"]["cosine_to_naive_min"] >= 0.999
 
 
 def test_fast_image_encoding_stays_close_to_the_naive_fp32_result():

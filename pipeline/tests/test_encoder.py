@@ -103,3 +103,14 @@ def test_each_cpu_image_precision_stays_close_to_fp32(settings, precision):
     cosines = (encoder.encode_images(photos) * reference.encode_images(photos)).sum(axis=1)
     assert cosines.min() >= 0.99
     assert np.array_equal(encoder.encode_texts(["a red mug"]), reference.encode_texts(["a red mug"]))
+
+
+def test_the_opt_in_bf16_text_tower_stays_close_to_the_exact_one(settings):
+    settings.MEEPO_CPU_TEXT_PRECISION = "bf16"
+    texts = ["fork", "a fluffy pink cat on a tv", "", "x " * 100]
+
+    encoder = Encoder(ModelSpec("meepo-tiny", None))
+    exact = Encoder(ModelSpec("meepo-tiny", None), text_precision="fp32")
+
+    assert encoder.text_precision == "bf16" and exact.text_precision == "fp32"
+    assert (encoder.encode_texts(texts) * exact.encode_texts(texts)).sum(axis=1).min() >= 0.999

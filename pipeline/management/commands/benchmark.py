@@ -36,7 +36,13 @@ class Command(BaseCommand):
                 naive, meepo, count=62 if quick else 248, batch_size=settings.MEEPO_EMBED_BATCH_SIZE or 32
             )
             self._say("embedding", report["embedding"])
-            report["text_encoder"] = encoding.text_encoder(meepo, repeats=3 if quick else 10)
+            opt_in = meepo.text_precision == "fp32" and not meepo.on_gpu
+            report["text_encoder"] = encoding.text_encoder(
+                naive,
+                meepo,
+                repeats=3 if quick else 10,
+                bf16_encoder=Encoder(meepo.spec, text_precision="bf16") if opt_in else None,
+            )
             self._say("text encoder", report["text_encoder"])
             report["image_query"] = encoding.image_query_compare(naive, meepo, repeats=2 if quick else 6)
             self._say("image query", report["image_query"])
