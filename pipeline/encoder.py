@@ -112,6 +112,10 @@ class Encoder:
         self.text_precision = _text_precision(model, self.device, text_precision) if optimised else "fp32"
         if self.text_precision == "bf16":
             _text_tower_to_bf16(model)
+        if optimised and self.device == "cpu" and _can_truncate(model):
+            from pipeline.onednn import route_text_tower
+
+            route_text_tower(model)
         self.model = model
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(spec.name)
