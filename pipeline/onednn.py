@@ -32,9 +32,9 @@ class OneDnnSelfAttention(torch.nn.MultiheadAttention):
         return _linear(out, self.out_proj.weight, self.out_proj.bias), None
 
 
-def route_text_tower(model) -> bool:
-    """Switch the text tower's blocks to oneDNN where they have the plain CLIP shape; False (and
-    nothing changed) where they don't or this torch has no oneDNN linear."""
+def route_text_tower(model) -> None:
+    """Switch the text tower's blocks to oneDNN where they have the plain CLIP shape; leave them as
+    they are where they don't or this torch has no oneDNN linear."""
     from open_clip.transformer import ResidualAttentionBlock
 
     blocks = list(model.transformer.resblocks)
@@ -47,14 +47,13 @@ def route_text_tower(model) -> bool:
         for block in blocks
     )
     if not plain or not _available():
-        return False
+        return
     # Swapping the class keeps every parameter (and the state dict) as it is.
     for block in blocks:
         block.attn.__class__ = OneDnnSelfAttention
         for layer in block.mlp:
             if type(layer) is torch.nn.Linear:
                 layer.__class__ = OneDnnLinear
-    return True
 
 
 def _available() -> bool:
