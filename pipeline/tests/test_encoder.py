@@ -123,7 +123,7 @@ def test_the_opt_in_bf16_text_tower_stays_close_to_the_exact_one(settings):
 def test_text_queries_run_the_text_tower_through_onednn_with_the_naive_result():
     import torch
 
-    from pipeline.onednn import OneDnnLinear, OneDnnSelfAttention
+    from pipeline.onednn import OneDnnLinearGelu, OneDnnSelfAttention
 
     texts = ["fork", "a fluffy pink cat on a tv", "", "x " * 100]
     naive = Encoder(ModelSpec("meepo-tiny", None), optimised=False)
@@ -131,7 +131,8 @@ def test_text_queries_run_the_text_tower_through_onednn_with_the_naive_result():
     encoder = Encoder(ModelSpec("meepo-tiny", None))
 
     block = encoder.model.transformer.resblocks[0]
-    assert type(block.attn) is OneDnnSelfAttention and type(block.mlp.c_fc) is OneDnnLinear
+    assert type(block.attn) is OneDnnSelfAttention and type(block.mlp.c_fc) is OneDnnLinearGelu
+    assert block.mlp.c_fc.weight.is_mkldnn and block.attn.in_proj_weight.is_mkldnn  # packed, not copied
     assert type(naive.model.transformer.resblocks[0].attn) is torch.nn.MultiheadAttention
     with torch.inference_mode():
         reference = torch.nn.functional.normalize(naive.model.encode_text(naive.tokenizer(texts)), dim=-1).numpy()
