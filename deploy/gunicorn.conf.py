@@ -20,13 +20,13 @@ max_requests = 5000
 max_requests_jitter = 500
 accesslog = os.environ.get("MEEPO_ACCESS_LOG", "-") or None
 forwarded_allow_ips = os.environ.get("MEEPO_FORWARDED_ALLOW_IPS", "127.0.0.1")
-# The workers share the cores: one torch thread each on a 2-core box. A lone text query takes a
-# little longer on one core than on two, but only when the second core's thread is already awake;
-# waking a sleeping OpenMP thread for each of a query's ~200 small operations costs more than it
-# saves (`manage.py benchmark --only http` on the 2-core VPS: 1-client text p50 32.9 against 40.0 ms,
-# 62 against 51 text searches/s under load). Spinning threads instead answered a lone query in 29 ms
-# but took the cores from the other worker under load (16 searches/s). Passive OpenMP threads stay
-# for boxes with more cores than workers.
+# The workers share the cores: one torch thread each on a 2-core box. Two threads per worker, each
+# waking the other's sleeping OpenMP thread for every one of a query's ~200 small operations, were
+# no faster for a lone text query and slower under load (`python -m pipeline.benchmarks.load`
+# against both, alternated three times on the 2-core VPS: 1-client text p50 33-36 ms either way; 4
+# clients 57-66 against 49-59 text searches/s, 15-16 against 14 photo searches/s). Spinning OpenMP
+# threads answered a lone query in 29 ms but took the cores from the other worker under load (16
+# text searches/s). Passive OpenMP threads stay for boxes with more cores than workers.
 raw_env = [
     f"MEEPO_TORCH_THREADS={os.environ.get('MEEPO_TORCH_THREADS', max(1, multiprocessing.cpu_count() // workers))}",
     f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}",

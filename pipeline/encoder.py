@@ -113,7 +113,7 @@ class Encoder:
         if optimised and self.device == "cpu" and _can_truncate(model):
             from pipeline.onednn import route_text_tower
 
-            # bf16 text weights are opt-in: 1.3 times faster on CPUs that multiply bf16 natively, but
+            # bf16 text weights are opt-in: 1.3-1.5 times faster on CPUs that multiply bf16 natively, but
             # no longer exact (cosine 0.9999), and issue #4 asks for the same result.
             self.text_precision = text_precision or settings.MEEPO_CPU_TEXT_PRECISION
             if self.text_precision == "bf16":
