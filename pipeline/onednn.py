@@ -54,7 +54,8 @@ def route_text_tower(model) -> None:
         and block.attn._qkv_same_embed_dim
         and block.attn.in_proj_bias is not None
         and not hasattr(block, "ln_1_kv")
-        and list(block.mlp) == [block.mlp.c_fc, block.mlp.gelu, block.mlp.c_proj]
+        and list(block.mlp._modules) == ["c_fc", "gelu", "c_proj"]
+        and all(type(layer) is torch.nn.Linear for layer in (block.mlp.c_fc, block.mlp.c_proj))
         for block in blocks
     )
     if not plain or not _available():

@@ -137,3 +137,18 @@ def test_text_queries_run_the_text_tower_through_onednn_with_the_naive_result():
     with torch.inference_mode():
         reference = torch.nn.functional.normalize(naive.model.encode_text(naive.tokenizer(texts)), dim=-1).numpy()
     assert np.abs(encoder.encode_texts(texts) - reference).max() < 1e-5
+
+
+def test_text_towers_of_another_shape_keep_torch_s_own_layers():
+    import torch
+
+    from pipeline.onednn import route_text_tower
+
+    model = Encoder(ModelSpec("meepo-tiny", None), optimised=False).model
+    block = model.transformer.resblocks[0]
+    block.mlp = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
+
+    route_text_tower(model)
+
+    assert type(model.transformer.resblocks[1].attn) is torch.nn.MultiheadAttention
+    assert type(model.transformer.resblocks[1].mlp.c_fc) is torch.nn.Linear
