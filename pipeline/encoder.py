@@ -102,7 +102,11 @@ class Encoder:
         model.eval()
         self.image_precision = _image_precision(torch, self.device) if optimised else "fp32"
         if self.image_precision == "bf16":
+            from pipeline.onednn import route_transformer
+
             model.visual.to(torch.bfloat16)
+            if isinstance(getattr(model.visual, "transformer", None), open_clip.transformer.Transformer):
+                route_transformer(model.visual.transformer)
         elif self.image_precision == "int8":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch's notice that this API moves to torchao
@@ -111,14 +115,14 @@ class Encoder:
                 )
         self.text_precision = "fp32"
         if optimised and self.device == "cpu" and _can_truncate(model):
-            from pipeline.onednn import route_text_tower
+            from pipeline.onednn import route_transformer
 
             # bf16 text weights are opt-in: 1.3-1.5 times faster on CPUs that multiply bf16 natively, but
             # no longer exact (cosine 0.9999), and issue #4 asks for the same result.
             self.text_precision = text_precision or settings.MEEPO_CPU_TEXT_PRECISION
             if self.text_precision == "bf16":
                 _text_tower_to_bf16(model)
-            route_text_tower(model)
+            route_transformer(model.transformer)
         self.model = model
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(spec.name)

@@ -1,4 +1,4 @@
-"""The text tower's linear layers through oneDNN instead of torch's default BLAS (issue #4).
+"""The towers' linear layers through oneDNN instead of torch's default BLAS (issue #4).
 
 A text query multiplies about 8 token vectors by each weight matrix, so its time is reading the
 weights. For that shape, the 48 linear layers of ViT-B-32's text tower took (2-core AMD EPYC, two
@@ -6,7 +6,11 @@ threads) 20.8 ms through torch's default fp32 path (MKL's sgemm, 7 GB/s of weigh
 oneDNN, and 9.2 ms through oneDNN with the weights packed once in its own blocked layout (16.5 GB/s;
 one thread: 14.7 against 23.3 ms). The MLP's GELU runs inside the first linear layer (the same erf
 GELU, bit for bit). Same fp32 arithmetic throughout, only the summation order differs (max
-difference to the naive vector 3.9e-7)."""
+difference to the naive vector 3.9e-7).
+
+The bf16 image tower gains too (the attention's fused bias-and-rescale and the separate GELU were
+slow in bf16): a photo query took 50–67 ms instead of 67–91 ms, a batch of 32 photos 6% less time,
+at a cosine of 0.99995 to torch's own bf16 layers."""
 
 import torch
 import torch.nn.functional as F
@@ -42,13 +46,13 @@ class OneDnnSelfAttention(torch.nn.MultiheadAttention):
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, width)), None
 
 
-def route_text_tower(model) -> None:
-    """Switch the text tower's blocks to oneDNN where they have the plain CLIP shape; leave them as
-    they are where they don't or this torch has no oneDNN linear."""
+def route_transformer(transformer) -> None:
+    """Switch an open_clip Transformer's blocks to oneDNN where they have the plain CLIP shape; leave
+    them as they are where they don't or this torch has no oneDNN linear."""
     from open_clip.transformer import ResidualAttentionBlock
 
-    blocks = list(model.transformer.resblocks)
-    plain = model.transformer.batch_first and all(
+    blocks = list(transformer.resblocks)
+    plain = transformer.batch_first and all(
         type(block) is ResidualAttentionBlock
         and type(block.attn) is torch.nn.MultiheadAttention
         and block.attn._qkv_same_embed_dim

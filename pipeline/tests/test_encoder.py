@@ -109,6 +109,16 @@ def test_each_cpu_image_precision_stays_close_to_fp32(settings, precision):
     assert np.abs(encoder.encode_texts(["a red mug"]) - reference.encode_texts(["a red mug"])).max() < 1e-5
 
 
+def test_the_bf16_image_tower_runs_through_onednn(settings):
+    from pipeline.onednn import OneDnnSelfAttention
+
+    settings.MEEPO_CPU_IMAGE_PRECISION = "bf16"
+
+    block = Encoder(ModelSpec("meepo-tiny", None)).model.visual.transformer.resblocks[0]
+
+    assert type(block.attn) is OneDnnSelfAttention and block.mlp.c_fc.weight.is_mkldnn
+
+
 def test_the_opt_in_bf16_text_tower_stays_close_to_the_exact_one(settings):
     settings.MEEPO_CPU_TEXT_PRECISION = "bf16"
     texts = ["fork", "a fluffy pink cat on a tv", "", "x " * 100]
@@ -142,13 +152,13 @@ def test_text_queries_run_the_text_tower_through_onednn_with_the_naive_result():
 def test_text_towers_of_another_shape_keep_torch_s_own_layers():
     import torch
 
-    from pipeline.onednn import route_text_tower
+    from pipeline.onednn import route_transformer
 
     model = Encoder(ModelSpec("meepo-tiny", None), optimised=False).model
     block = model.transformer.resblocks[0]
     block.mlp = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
 
-    route_text_tower(model)
+    route_transformer(model.transformer)
 
     assert type(model.transformer.resblocks[1].attn) is torch.nn.MultiheadAttention
     assert type(model.transformer.resblocks[1].mlp.c_fc) is torch.nn.Linear
