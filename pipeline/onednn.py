@@ -52,17 +52,21 @@ def route_transformer(transformer) -> None:
     from open_clip.transformer import ResidualAttentionBlock
 
     blocks = list(transformer.resblocks)
-    plain = transformer.batch_first and all(
-        type(block) is ResidualAttentionBlock
-        and type(block.attn) is torch.nn.MultiheadAttention
-        and block.attn._qkv_same_embed_dim
-        and block.attn.in_proj_bias is not None
-        and not hasattr(block, "ln_1_kv")
-        and list(block.mlp._modules) == ["c_fc", "gelu", "c_proj"]
-        and all(type(layer) is torch.nn.Linear for layer in (block.mlp.c_fc, block.mlp.c_proj))
-        for block in blocks
+    plain = (
+        bool(blocks)
+        and transformer.batch_first
+        and all(
+            type(block) is ResidualAttentionBlock
+            and type(block.attn) is torch.nn.MultiheadAttention
+            and block.attn._qkv_same_embed_dim
+            and block.attn.in_proj_bias is not None
+            and not hasattr(block, "ln_1_kv")
+            and list(block.mlp._modules) == ["c_fc", "gelu", "c_proj"]
+            and all(type(layer) is torch.nn.Linear for layer in (block.mlp.c_fc, block.mlp.c_proj))
+            for block in blocks
+        )
     )
-    if not plain or not _available():
+    if not plain or not _available(blocks[0].attn.in_proj_weight.dtype):
         return
     # Swapping the class keeps every parameter as it is; only the weights change layout.
     for block in blocks:
@@ -78,12 +82,16 @@ def route_transformer(transformer) -> None:
             mlp.gelu = torch.nn.Identity()
 
 
-def _available() -> bool:
+def _available(dtype: torch.dtype) -> bool:
+    """Whether this torch and CPU run oneDNN's packed linear in this dtype (bf16 needs AVX-512 or
+    AMX; MEEPO_CPU_*_PRECISION=bf16 may be set on a CPU without them)."""
     if not torch.backends.mkldnn.is_available():
         return False
     try:
-        weight = torch.ops.mkldnn._reorder_linear_weight(torch.ones(3, 2))
-        torch.ops.mkldnn._linear_pointwise(torch.ones(1, 2), weight, torch.zeros(3), "gelu", [], "none")
+        weight = torch.ops.mkldnn._reorder_linear_weight(torch.ones(3, 2, dtype=dtype))
+        torch.ops.mkldnn._linear_pointwise(
+            torch.ones(1, 2, dtype=dtype), weight, torch.zeros(3, dtype=dtype), "gelu", [], "none"
+        )
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
     return True
