@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MANAGE := $(BIN)/python manage.py
 export MEEPO_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: run test setup install css system-deps migrate demo lint
+.PHONY: run test setup install kernels css system-deps migrate demo lint
 
 run: setup demo
 	$(MANAGE) collectstatic --noinput -v0
@@ -21,7 +21,7 @@ test: setup system-deps
 		DATABASE_URL="$$MEEPO_TEST_DATABASE_URL" $(BIN)/pytest -m "not slow and not browser" catalog pipeline search; \
 	fi
 
-setup: install css migrate
+setup: install kernels css migrate
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements-dev.txt
 	touch $@
+
+# The text tower's small-batch kernel (pipeline/small_batch.py). Optional: without a compiler or
+# the Python headers, text queries run oneDNN's kernel, about half as fast.
+kernels: install
+	@command -v g++ >/dev/null && command -v ninja >/dev/null && test -f "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("include"))')/Python.h" \
+		|| (apt-get update -q && apt-get install -y -q g++ ninja-build $(notdir $(PYTHON))-dev) || true
+	$(BIN)/python -m pipeline.small_batch
 
 css: install
 	@command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q nodejs npm)

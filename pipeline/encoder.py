@@ -102,7 +102,7 @@ class Encoder:
         model.eval()
         self.image_precision = _image_precision(torch, self.device) if optimised else "fp32"
         if self.image_precision == "bf16":
-            from pipeline.onednn import route_transformer
+            from pipeline.packed_layers import route_transformer
 
             model.visual.to(torch.bfloat16)
             if isinstance(getattr(model.visual, "transformer", None), open_clip.transformer.Transformer):
@@ -115,7 +115,7 @@ class Encoder:
                 )
         self.text_precision = "fp32"
         if optimised and self.device == "cpu" and _can_truncate(model):
-            from pipeline.onednn import route_transformer
+            from pipeline.packed_layers import route_transformer
 
             # bf16 text weights are opt-in: 1.3-1.5 times faster on CPUs that multiply bf16 natively, but
             # no longer exact (cosine 0.9999), and issue #4 asks for the same result.

@@ -110,13 +110,14 @@ def test_each_cpu_image_precision_stays_close_to_fp32(settings, precision):
 
 
 def test_the_bf16_image_tower_runs_through_onednn(settings):
-    from pipeline.onednn import OneDnnSelfAttention
+    from pipeline.packed_layers import OneDnn, PackedSelfAttention
 
     settings.MEEPO_CPU_IMAGE_PRECISION = "bf16"
 
     block = Encoder(ModelSpec("meepo-tiny", None)).model.visual.transformer.resblocks[0]
 
-    assert type(block.attn) is OneDnnSelfAttention and block.mlp.c_fc.weight.is_mkldnn
+    assert type(block.attn) is PackedSelfAttention and type(block.attn.kernel) is OneDnn
+    assert block.mlp.c_fc.weight.is_mkldnn
 
 
 def test_the_opt_in_bf16_text_tower_stays_close_to_the_exact_one(settings):
@@ -130,10 +131,10 @@ def test_the_opt_in_bf16_text_tower_stays_close_to_the_exact_one(settings):
     assert (encoder.encode_texts(texts) * exact.encode_texts(texts)).sum(axis=1).min() >= 0.999
 
 
-def test_text_queries_run_the_text_tower_through_onednn_with_the_naive_result():
+def test_text_queries_run_the_text_tower_through_packed_layers_with_the_naive_result():
     import torch
 
-    from pipeline.onednn import OneDnnLinearGelu, OneDnnSelfAttention
+    from pipeline.packed_layers import PackedLinear, PackedSelfAttention
 
     texts = ["fork", "a fluffy pink cat on a tv", "", "x " * 100]
     naive = Encoder(ModelSpec("meepo-tiny", None), optimised=False)
@@ -141,8 +142,11 @@ def test_text_queries_run_the_text_tower_through_onednn_with_the_naive_result():
     encoder = Encoder(ModelSpec("meepo-tiny", None))
 
     block = encoder.model.transformer.resblocks[0]
-    assert type(block.attn) is OneDnnSelfAttention and type(block.mlp.c_fc) is OneDnnLinearGelu
-    assert block.mlp.c_fc.weight.is_mkldnn and block.attn.in_proj_weight.is_mkldnn  # packed, not copied
+    assert type(block.attn) is PackedSelfAttention and type(block.mlp.c_fc) is PackedLinear
+    assert block.mlp.c_fc.gelu == "none" and type(block.mlp.gelu) is torch.nn.Identity
+    # Packed in place, not copied: the plain weights are gone.
+    assert "in_proj_weight" not in dict(block.attn.named_parameters())
+    assert "weight" not in dict(block.mlp.c_fc.named_parameters())
     assert type(naive.model.transformer.resblocks[0].attn) is torch.nn.MultiheadAttention
     with torch.inference_mode():
         reference = torch.nn.functional.normalize(naive.model.encode_text(naive.tokenizer(texts)), dim=-1).numpy()
@@ -152,7 +156,7 @@ def test_text_queries_run_the_text_tower_through_onednn_with_the_naive_result():
 def test_text_towers_of_another_shape_keep_torch_s_own_layers():
     import torch
 
-    from pipeline.onednn import route_transformer
+    from pipeline.packed_layers import route_transformer
 
     model = Encoder(ModelSpec("meepo-tiny", None), optimised=False).model
     block = model.transformer.resblocks[0]

@@ -1,0 +1,64 @@
+"""A hand-written kernel for linear layers over a few rows: the text tower of one query (issue #4).
+
+`make setup` builds it from small_batch.cpp with torch's C++ extension tooling (g++, ninja, the
+Python headers): `python -m pipeline.small_batch`. Web workers only import the built library, so
+they never compile, and never wait on the build's lock file. Where it is not built (or is older
+than its source), or the CPU has no AVX-512, the text tower runs oneDNN's kernel instead.
+"""
+
+import functools
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+
+NAME = "meepo_small_batch"
+SOURCE = Path(__file__).with_suffix(".cpp")
+# Beside the packages it is compiled against: a new virtualenv gets its own build.
+BUILD_DIR = Path(sys.prefix) / "meepo-kernels"
+LIBRARY = BUILD_DIR / f"{NAME}.so"
+
+logger = logging.getLogger(__name__)
+
+
+def build() -> None:
+    import torch  # noqa: F401 - cpp_extension needs it loaded
+
+    # Importing it logs a CUDA_HOME notice that means nothing on a CPU.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils import cpp_extension
+
+    BUILD_DIR.mkdir(exist_ok=True)
+    # Only this command builds, so a lock file here was left by a build that was killed.
+    (BUILD_DIR / "lock").unlink(missing_ok=True)
+    cpp_extension.load(
+        NAME, [str(SOURCE)], extra_cflags=["-O3", "-mavx512f", "-fopenmp"], build_directory=str(BUILD_DIR)
+    )
+
+
+@functools.cache
+def load():
+    """The built kernel module (pack, linear, BLOCK), or None where it cannot run."""
+    import torch
+
+    if not torch.cpu._is_avx512_supported():
+        return None
+    if not LIBRARY.exists() or LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime:
+        logger.warning("The small-batch kernel is not built (run: make setup); text queries use oneDNN.")
+        return None
+    try:
+        spec = importlib.util.spec_from_file_location(NAME, LIBRARY)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except ImportError as error:  # built against another torch
+        logger.warning("The small-batch kernel does not load (%s; run: make setup); text queries use oneDNN.", error)
+        return None
+    return module
+
+
+if __name__ == "__main__":
+    try:
+        build()
+        print(f"small-batch kernel: built in {BUILD_DIR}")
+    except Exception as error:  # optional: say why and let the set-up go on
+        print(f"small-batch kernel: not built ({error}); text queries will use oneDNN")

@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from pipeline import small_batch
+from pipeline.packed_layers import OneDnn, SmallBatch, route_transformer
+
+needs_avx512 = pytest.mark.skipif(not torch.cpu._is_avx512_supported(), reason="the kernel needs AVX-512")
+
+
+@needs_avx512
+def test_the_kernel_builds_and_loads_on_a_cpu_with_avx512():
+    # `make setup` builds it; were the build broken, text queries would silently fall back to oneDNN.
+    assert small_batch.load() is not None
+
+
+@needs_avx512
+@pytest.mark.parametrize("rows", [1, 2, 5, 8, 9, 12, 16, 17, 77])
+@pytest.mark.parametrize(("inputs", "outputs"), [(64, 192), (512, 2048), (2048, 512), (40, 32)])
+def test_the_kernel_computes_torch_s_linear_layer(rows, inputs, outputs):
+    generator = torch.Generator().manual_seed(rows * inputs + outputs)
+    x = torch.randn(2, rows, inputs, generator=generator)
+    weight = torch.randn(outputs, inputs, generator=generator) / inputs**0.5
+    bias = torch.randn(outputs, generator=generator)
+    kernel = SmallBatch(small_batch.load())
+
+    y = kernel.linear(x, kernel.pack(weight), bias, None)
+
+    expected = torch.nn.functional.linear(x, weight, bias)
+    assert y.shape == expected.shape
+    assert torch.allclose(y, expected, atol=1e-5, rtol=1e-5)
+    for approximate in ("none", "tanh"):
+        gelu = kernel.linear(x, kernel.pack(weight), bias, approximate)
+        assert torch.allclose(gelu, torch.nn.functional.gelu(expected, approximate=approximate), atol=1e-5, rtol=1e-5)
+
+
+@needs_avx512
+def test_the_kernel_refuses_what_it_cannot_compute():
+    compiled = small_batch.load()
+    with pytest.raises(RuntimeError, match="multiple of 32"):
+        compiled.pack(torch.ones(48, 8))
+    with pytest.raises(RuntimeError, match="shapes"):
+        compiled.linear(torch.ones(1, 9), compiled.pack(torch.ones(32, 8)), torch.ones(32), False)
+    with pytest.raises(RuntimeError, match="float32"):
+        compiled.linear(torch.ones(1, 8, dtype=torch.float64), compiled.pack(torch.ones(32, 8)), torch.ones(32), False)
+
+
+@needs_avx512
+def test_the_fp32_text_tower_runs_the_small_batch_kernel_and_other_widths_onednn():
+    from pipeline.encoder import Encoder, ModelSpec
+
+    model = Encoder(ModelSpec("meepo-tiny", None), optimised=False).model
+    route_transformer(model.transformer)
+    assert type(model.transformer.resblocks[0].attn.kernel) is SmallBatch
+
+    odd = Encoder(ModelSpec("meepo-tiny", None), optimised=False).model
+    for block in odd.transformer.resblocks:  # 264 output features: not a multiple of 32
+        block.mlp.c_fc = torch.nn.Linear(64, 264)
+        block.mlp.c_proj = torch.nn.Linear(264, 64)
+    route_transformer(odd.transformer)
+    assert type(odd.transformer.resblocks[0].mlp.c_fc.kernel) is OneDnn
