@@ -107,7 +107,8 @@ def _nearest_images(served: ServedIndex, vector: np.ndarray, pool: int, mode: st
 
 def _best_match_per_item(matches: list[ImageMatch], *, category: str, exclude_item_id: int | None) -> list[ImageMatch]:
     # Only ids here: building model instances for every candidate cost more than the vector search.
-    images = ItemImage.objects.filter(id__in=[match.image_id for match in matches], item__active=True)
+    # No ORDER BY: the matches give the order.
+    images = ItemImage.objects.filter(id__in=[match.image_id for match in matches], item__active=True).order_by()
     if category:
         images = images.filter(item__category=category)
     if exclude_item_id is not None:
@@ -124,7 +125,7 @@ def _best_match_per_item(matches: list[ImageMatch], *, category: str, exclude_it
 
 
 def _hits(matches: list[ImageMatch]) -> list[Hit]:
-    images = ItemImage.objects.select_related("item").in_bulk([match.image_id for match in matches])
+    images = ItemImage.objects.select_related("item").order_by().in_bulk([match.image_id for match in matches])
     return [
         Hit(item=image.item, image=image, score=match.score, match=match.match, box=match.box)
         for match in matches
