@@ -122,7 +122,7 @@ class Encoder:
             self.text_precision = text_precision or settings.MEEPO_CPU_TEXT_PRECISION
             if self.text_precision == "bf16":
                 _text_tower_to_bf16(model)
-            route_transformer(model.transformer)
+            route_transformer(model.transformer, causal=True)
         self.model = model
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(spec.name)

@@ -15,6 +15,7 @@ linear layer (the same erf GELU). Same arithmetic as torch's layers, only the su
 (max difference to the naive text vector about 4e-7).
 """
 
+import open_clip
 import torch
 import torch.nn.functional as F
 
@@ -81,9 +82,20 @@ class PackedSelfAttention(torch.nn.MultiheadAttention):
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, width)), None
 
 
-def route_transformer(transformer) -> None:
+class CausalTextTower(open_clip.transformer.Transformer):
+    """A causal text tower whose blocks run in one call to the small-batch kernel."""
+
+    tower_tensors: list[torch.Tensor]
+
+    def forward(self, x, attn_mask=None):
+        # Installed on causal text towers only, which open_clip always calls with the causal mask.
+        return self.kernel.causal_tower(x, self.tower_tensors, self.heads, self.eps)
+
+
+def route_transformer(transformer, *, causal: bool = False) -> None:
     """Pack an open_clip Transformer's linear layers for the fastest kernel this machine has, where its
-    blocks have the plain CLIP shape; leave them as they are where they don't or no kernel runs."""
+    blocks have the plain CLIP shape; leave them as they are where they don't or no kernel runs.
+    A causal (text) tower on the small-batch kernel runs all its blocks in one call."""
     from open_clip.transformer import ResidualAttentionBlock
 
     blocks = list(transformer.resblocks)
@@ -117,6 +129,48 @@ def route_transformer(transformer) -> None:
         if type(mlp.gelu) is torch.nn.GELU:
             mlp.c_fc.gelu = mlp.gelu.approximate
             mlp.gelu = torch.nn.Identity()
+    if causal and isinstance(kernel, SmallBatch) and _one_call_fits(blocks):
+        transformer.kernel = kernel.kernel
+        transformer.heads, transformer.eps = blocks[0].attn.num_heads, blocks[0].ln_1.eps
+        transformer.tower_tensors = [
+            tensor.detach()
+            for block in blocks
+            for tensor in (
+                block.ln_1.weight,
+                block.ln_1.bias,
+                block.attn.in_proj_weight,
+                block.attn.in_proj_bias,
+                block.attn.out_proj.weight,
+                block.attn.out_proj.bias,
+                block.ln_2.weight,
+                block.ln_2.bias,
+                block.mlp.c_fc.weight,
+                block.mlp.c_fc.bias,
+                block.mlp.c_proj.weight,
+                block.mlp.c_proj.bias,
+            )
+        ]
+        transformer.__class__ = CausalTextTower
+
+
+def _one_call_fits(blocks) -> bool:
+    """Whether the blocks do exactly what the kernel's causal_tower does."""
+    eps = blocks[0].ln_1.eps
+    return all(
+        isinstance(norm, torch.nn.LayerNorm) and norm.elementwise_affine and norm.bias is not None and norm.eps == eps
+        for block in blocks
+        for norm in (block.ln_1, block.ln_2)
+    ) and all(
+        type(block.ls_1) is torch.nn.Identity
+        and type(block.ls_2) is torch.nn.Identity
+        and type(block.mlp.gelu) is torch.nn.Identity
+        and block.mlp.c_fc.gelu == "none"
+        and block.attn.out_proj.bias is not None
+        and block.mlp.c_fc.bias is not None
+        and block.mlp.c_proj.bias is not None
+        and block.attn.num_heads == blocks[0].attn.num_heads
+        for block in blocks
+    )
 
 
 def _kernel_for(transformer, dtype: torch.dtype) -> OneDnn | SmallBatch | None:

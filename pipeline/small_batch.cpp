@@ -8,16 +8,34 @@
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <new>
+#include <vector>
 
 constexpr int64_t BLOCK = 32;
 constexpr int64_t MAX_ROWS = 8;  // 9 or more rows spill the sums out of the registers
 
+// Every query streams all the weights from memory. In 2 MB pages the prefetchers run on without a
+// page walk every 4 KB: 10-20% faster on the 2-core EPYC. Linux only lends them where asked.
+static torch::Tensor in_huge_pages(std::vector<int64_t> sizes) {
+  int64_t bytes = sizeof(float);
+  for (auto size : sizes) bytes *= size;
+  void* memory = nullptr;
+  if (posix_memalign(&memory, 2 << 20, bytes) != 0) throw std::bad_alloc();
+  madvise(memory, (bytes + 4095) / 4096 * 4096, MADV_HUGEPAGE);  // advice: refusing it only costs speed
+  return torch::from_blob(memory, sizes, [](void* block) { std::free(block); }, torch::kFloat);
+}
+
 torch::Tensor pack(const torch::Tensor& weight) {
   TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == torch::kFloat, "a 2-d float32 weight");
   TORCH_CHECK(weight.size(0) % BLOCK == 0, "out_features must be a multiple of ", BLOCK);
-  return weight.reshape({weight.size(0) / BLOCK, BLOCK, weight.size(1)}).transpose(1, 2).contiguous();
+  auto packed = in_huge_pages({weight.size(0) / BLOCK, weight.size(1), BLOCK});
+  packed.copy_(weight.reshape({weight.size(0) / BLOCK, BLOCK, weight.size(1)}).transpose(1, 2));
+  return packed;
 }
 
 template <int ROWS>
@@ -80,8 +98,83 @@ torch::Tensor linear(const torch::Tensor& input, const torch::Tensor& packed, co
   return out;
 }
 
+static void layer_norm(const float* x, const float* weight, const float* bias, double eps, int64_t rows, int64_t width,
+                       float* y) {
+  for (int64_t r = 0; r < rows; ++r, x += width, y += width) {
+    double sum = 0, squares = 0;
+    for (int64_t i = 0; i < width; ++i) sum += x[i];
+    const double mean = sum / width;
+    for (int64_t i = 0; i < width; ++i) squares += (x[i] - mean) * (x[i] - mean);
+    const float scale = float(1.0 / std::sqrt(squares / width + eps)), shift = float(mean);
+    for (int64_t i = 0; i < width; ++i) y[i] = (x[i] - shift) * scale * weight[i] + bias[i];
+  }
+}
+
+// Each position attends to itself and the positions before it: qkv [batch, length, 3 * width].
+static void causal_attention(const float* qkv, int64_t batch, int64_t length, int64_t width, int64_t heads,
+                             float* out) {
+  const int64_t head = width / heads, stride = 3 * width;
+  const float scale = 1.0f / std::sqrt(float(head));
+  std::vector<float> weights(length);
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* sequence = qkv + b * length * stride;
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < length; ++i) {
+        const float* q = sequence + i * stride + h * head;
+        float highest = -INFINITY;
+        for (int64_t j = 0; j <= i; ++j) {
+          const float* k = sequence + j * stride + width + h * head;
+          float dot = 0;
+          for (int64_t d = 0; d < head; ++d) dot += q[d] * k[d];
+          weights[j] = dot * scale;
+          highest = std::max(highest, weights[j]);
+        }
+        float total = 0;
+        for (int64_t j = 0; j <= i; ++j) total += weights[j] = std::exp(weights[j] - highest);
+        float* o = out + (b * length + i) * width + h * head;
+        std::fill(o, o + head, 0.0f);
+        for (int64_t j = 0; j <= i; ++j) {
+          const float* v = sequence + j * stride + 2 * width + h * head;
+          const float weight = weights[j] / total;
+          for (int64_t d = 0; d < head; ++d) o[d] += weight * v[d];
+        }
+      }
+    }
+  }
+}
+
+// A causal text tower of plain CLIP blocks, start to end in one call: per block the 12 tensors
+// ln_1 weight and bias, packed qkv weight and bias, packed out weight and bias, ln_2 weight and
+// bias, packed c_fc weight and bias, packed c_proj weight and bias. Between the linear layers a
+// query's work is small, and Python's per-operation overhead was 15-20% of it.
+torch::Tensor causal_tower(const torch::Tensor& input, const std::vector<torch::Tensor>& blocks, int64_t heads,
+                           double eps) {
+  TORCH_CHECK(input.dim() == 3 && input.scalar_type() == torch::kFloat, "a [batch, length, width] float32 input");
+  TORCH_CHECK(blocks.size() % 12 == 0, "12 tensors per block");
+  for (const auto& tensor : blocks) TORCH_CHECK(tensor.is_contiguous() && tensor.scalar_type() == torch::kFloat);
+  auto x = input.contiguous().clone();
+  const int64_t batch = x.size(0), length = x.size(1), width = x.size(2), rows = batch * length;
+  TORCH_CHECK(width % heads == 0, "width must split into the heads");
+  auto normed = torch::empty_like(x), attended = torch::empty_like(x);
+  for (size_t i = 0; i < blocks.size(); i += 12) {
+    const auto* p = &blocks[i];
+    TORCH_CHECK(p[0].numel() == width && p[6].numel() == width, "layer norms of the tower's width");
+    layer_norm(x.data_ptr<float>(), p[0].data_ptr<float>(), p[1].data_ptr<float>(), eps, rows, width,
+               normed.data_ptr<float>());
+    const auto qkv = linear(normed, p[2], p[3], false);
+    TORCH_CHECK(qkv.size(-1) == 3 * width, "a qkv projection of three widths");
+    causal_attention(qkv.data_ptr<float>(), batch, length, width, heads, attended.data_ptr<float>());
+    x.add_(linear(attended, p[4], p[5], false));
+    layer_norm(x.data_ptr<float>(), p[6].data_ptr<float>(), p[7].data_ptr<float>(), eps, rows, width,
+               normed.data_ptr<float>());
+    x.add_(linear(linear(normed, p[8], p[9], true), p[10], p[11], false));
+  }
+  return x;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.attr("BLOCK") = BLOCK;
   module.def("pack", &pack, "a [N, K] weight in the column blocks linear() reads");
   module.def("linear", &linear, "input @ weight.T + bias with a weight from pack(), then GELU if asked");
+  module.def("causal_tower", &causal_tower, "a causal text tower's blocks over a [batch, length, width] input");
 }

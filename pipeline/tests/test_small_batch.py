@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pipeline import small_batch
-from pipeline.packed_layers import OneDnn, SmallBatch, route_transformer
+from pipeline.packed_layers import CausalTextTower, OneDnn, SmallBatch, route_transformer
 
 needs_avx512 = pytest.mark.skipif(not torch.cpu._is_avx512_supported(), reason="the kernel needs AVX-512")
 
@@ -51,6 +51,7 @@ def test_the_fp32_text_tower_runs_the_small_batch_kernel_and_other_widths_onednn
     model = Encoder(ModelSpec("meepo-tiny", None), optimised=False).model
     route_transformer(model.transformer)
     assert type(model.transformer.resblocks[0].attn.kernel) is SmallBatch
+    assert type(model.transformer) is not CausalTextTower  # only where the caller says it is causal
 
     odd = Encoder(ModelSpec("meepo-tiny", None), optimised=False).model
     for block in odd.transformer.resblocks:  # 264 output features: not a multiple of 32
@@ -58,3 +59,34 @@ def test_the_fp32_text_tower_runs_the_small_batch_kernel_and_other_widths_onednn
         block.mlp.c_proj = torch.nn.Linear(264, 64)
     route_transformer(odd.transformer)
     assert type(odd.transformer.resblocks[0].mlp.c_fc.kernel) is OneDnn
+
+
+@needs_avx512
+def test_the_causal_text_tower_in_one_call_computes_open_clip_s_blocks():
+    from pipeline.encoder import Encoder, ModelSpec
+
+    naive = Encoder(ModelSpec("meepo-tiny", None), optimised=False).model.transformer
+    tower = Encoder(ModelSpec("meepo-tiny", None), optimised=False).model.transformer
+    route_transformer(tower, causal=True)
+    x = torch.randn(3, 11, 64, generator=torch.Generator().manual_seed(1))
+    mask = torch.full((11, 11), float("-inf")).triu(1)
+
+    with torch.inference_mode():
+        expected, got = naive(x, attn_mask=mask), tower(x, attn_mask=mask)
+
+    assert type(tower) is CausalTextTower
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(x, torch.randn(3, 11, 64, generator=torch.Generator().manual_seed(1)))  # input untouched
+
+
+@needs_avx512
+def test_blocks_the_one_call_does_not_compute_run_one_by_one():
+    from open_clip.transformer import LayerScale
+
+    from pipeline.encoder import Encoder, ModelSpec
+
+    tower = Encoder(ModelSpec("meepo-tiny", None), optimised=False).model.transformer
+    tower.resblocks[1].ls_2 = LayerScale(64, 0.1)
+    route_transformer(tower, causal=True)
+
+    assert type(tower) is not CausalTextTower and type(tower.resblocks[1].mlp.c_fc.kernel) is SmallBatch
