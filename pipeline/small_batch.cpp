@@ -12,7 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
+#include <cstdint>
 #include <new>
 #include <vector>
 
@@ -20,14 +20,23 @@ constexpr int64_t BLOCK = 32;
 constexpr int64_t MAX_ROWS = 8;  // 9 or more rows spill the sums out of the registers
 
 // Every query streams all the weights from memory. In 2 MB pages the prefetchers run on without a
-// page walk every 4 KB: 10-20% faster on the 2-core EPYC. Linux only lends them where asked.
+// page walk every 4 KB: 10-20% faster on the 2-core EPYC. Mapped here rather than taken from malloc,
+// which kept the freed plain weights' memory (about 100 MB more per process).
 static torch::Tensor in_huge_pages(std::vector<int64_t> sizes) {
-  int64_t bytes = sizeof(float);
+  constexpr size_t HUGE_PAGE = 2 << 20;
+  size_t bytes = sizeof(float);
   for (auto size : sizes) bytes *= size;
-  void* memory = nullptr;
-  if (posix_memalign(&memory, 2 << 20, bytes) != 0) throw std::bad_alloc();
-  madvise(memory, (bytes + 4095) / 4096 * 4096, MADV_HUGEPAGE);  // advice: refusing it only costs speed
-  return torch::from_blob(memory, sizes, [](void* block) { std::free(block); }, torch::kFloat);
+  const size_t mapped = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE + HUGE_PAGE;
+  auto* start = static_cast<char*>(mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  if (start == MAP_FAILED) throw std::bad_alloc();
+  // Keep a 2 MB-aligned stretch of whole 4 KB pages; give the rest back.
+  auto* aligned = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(start) + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1));
+  const size_t length = (bytes + 4095) / 4096 * 4096;
+  if (aligned > start) munmap(start, aligned - start);
+  if (start + mapped > aligned + length) munmap(aligned + length, start + mapped - aligned - length);
+  madvise(aligned, length, MADV_HUGEPAGE);  // advice: refusing it only costs speed
+  return torch::from_blob(
+      aligned, sizes, [length](void* block) { munmap(block, length); }, torch::kFloat);
 }
 
 torch::Tensor pack(const torch::Tensor& weight) {

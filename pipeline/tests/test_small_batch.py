@@ -90,3 +90,21 @@ def test_blocks_the_one_call_does_not_compute_run_one_by_one():
     route_transformer(tower, causal=True)
 
     assert type(tower) is not CausalTextTower and type(tower.resblocks[1].mlp.c_fc.kernel) is SmallBatch
+
+
+@needs_avx512
+def test_packed_weights_give_their_memory_back():
+    compiled = small_batch.load()
+    weight = torch.randn(2048, 512)  # 4 MB
+    compiled.pack(weight)
+    before = _resident_mb()
+
+    for _ in range(100):
+        compiled.pack(weight)
+
+    assert _resident_mb() - before < 40  # 400 MB had they leaked
+
+
+def _resident_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
