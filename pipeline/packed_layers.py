@@ -50,9 +50,8 @@ class SmallBatch:
         self.pack = kernel.pack
 
     def linear(self, x, weight, bias, gelu: str | None):
-        if gelu in (None, "none"):
-            return self.kernel.linear(x, weight, bias, gelu == "none")
-        return F.gelu(self.kernel.linear(x, weight, bias, False), approximate=gelu)
+        y = self.kernel.linear(x, weight, bias)
+        return y if gelu is None else F.gelu(y, approximate=gelu)
 
     def fits(self, transformer) -> bool:
         return transformer.width % self.kernel.BLOCK == 0 and all(

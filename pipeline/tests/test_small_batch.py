@@ -39,9 +39,9 @@ def test_the_kernel_refuses_what_it_cannot_compute():
     with pytest.raises(RuntimeError, match="multiple of 32"):
         compiled.pack(torch.ones(48, 8))
     with pytest.raises(RuntimeError, match="shapes"):
-        compiled.linear(torch.ones(1, 9), compiled.pack(torch.ones(32, 8)), torch.ones(32), False)
+        compiled.linear(torch.ones(1, 9), compiled.pack(torch.ones(32, 8)), torch.ones(32))
     with pytest.raises(RuntimeError, match="float32"):
-        compiled.linear(torch.ones(1, 8, dtype=torch.float64), compiled.pack(torch.ones(32, 8)), torch.ones(32), False)
+        compiled.linear(torch.ones(1, 8, dtype=torch.float64), compiled.pack(torch.ones(32, 8)), torch.ones(32))
 
 
 @needs_avx512
