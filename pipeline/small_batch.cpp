@@ -183,8 +183,11 @@ torch::Tensor causal_tower(const torch::Tensor& input, const std::vector<torch::
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  // Without the GIL, as torch's own operations: a worker's other threads go on serving meanwhile.
+  const auto without_gil = pybind11::call_guard<pybind11::gil_scoped_release>();
   module.attr("BLOCK") = BLOCK;
-  module.def("pack", &pack, "a [N, K] weight in the column blocks linear() reads");
-  module.def("linear", &linear, "input @ weight.T + bias with a weight from pack()");
-  module.def("causal_tower", &causal_tower, "a causal text tower's blocks over a [batch, length, width] input");
+  module.def("pack", &pack, "a [N, K] weight in the column blocks linear() reads", without_gil);
+  module.def("linear", &linear, "input @ weight.T + bias with a weight from pack()", without_gil);
+  module.def("causal_tower", &causal_tower, "a causal text tower's blocks over a [batch, length, width] input",
+             without_gil);
 }

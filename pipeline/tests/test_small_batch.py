@@ -108,3 +108,31 @@ def test_packed_weights_give_their_memory_back():
 def _resident_mb() -> float:
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+
+@needs_avx512
+def test_the_kernel_lets_the_worker_s_other_threads_run():
+    import threading
+    import time
+
+    compiled = small_batch.load()
+    weight = compiled.pack(torch.randn(8192, 2048))
+    x, bias = torch.randn(128, 2048), torch.zeros(8192)  # one call of about 70 ms
+    call = {}
+
+    def search():
+        call["started"] = time.perf_counter()
+        compiled.linear(x, weight, bias)
+        call["ended"] = time.perf_counter()
+
+    thread = threading.Thread(target=search)
+    turns = []
+    thread.start()
+    while thread.is_alive():
+        turns.append(time.perf_counter())
+    thread.join()
+
+    # Holding the GIL, the kernel would let this thread run only around the call: before it (up to
+    # one 5 ms switch interval after "started") or after it. So look at the middle half only.
+    quarter = (call["ended"] - call["started"]) / 4
+    assert any(call["started"] + quarter < turn < call["ended"] - quarter for turn in turns)
