@@ -251,13 +251,18 @@ def _encode_text_up_to_end(model, tokens):
     import torch
     from open_clip.transformer import text_global_pool
 
+    from pipeline.packed_layers import CausalTextTower
+
     length = int(tokens.argmax(dim=-1).max()) + 1
     tokens = tokens[:, :length]
-    cast_dtype = model.transformer.get_cast_dtype()
-    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
-    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
-    x = model.ln_final(x)
-    x = text_global_pool(x, tokens, model.text_pool_type)
+    if CausalTextTower.pools(model):
+        x = model.transformer.pooled(model, tokens)
+    else:
+        cast_dtype = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+        x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+        x = model.ln_final(x)
+        x = text_global_pool(x, tokens, model.text_pool_type)
     if isinstance(model.text_projection, torch.nn.Linear):
         return model.text_projection(x)
     return x @ model.text_projection

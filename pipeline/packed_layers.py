@@ -92,6 +92,36 @@ class CausalTextTower(open_clip.transformer.Transformer):
         # Installed on causal text towers only, which open_clip always calls with the causal mask.
         return self.kernel.causal_tower(x, self.tower_tensors, self.heads, self.eps)
 
+    def pooled(self, model, tokens):
+        """open_clip's text path up to the projection in one call, for token ids cut after the last
+        end-of-text token: the embeddings, this tower, and the final layer norm of each text's
+        end-of-text row."""
+        norm = model.ln_final
+        return self.kernel.encode_text(
+            tokens,
+            model.token_embedding.weight,
+            model.positional_embedding,
+            self.tower_tensors,
+            self.heads,
+            self.eps,
+            norm.weight,
+            norm.bias,
+            norm.eps,
+        )
+
+    @staticmethod
+    def pools(model) -> bool:
+        """Whether `pooled` does exactly what the model's own text path does."""
+        norm = model.ln_final
+        return (
+            type(model.transformer) is CausalTextTower
+            and type(model.token_embedding) is torch.nn.Embedding
+            and isinstance(norm, torch.nn.LayerNorm)
+            and norm.elementwise_affine
+            and norm.bias is not None
+            and model.positional_embedding.dtype == torch.float32
+        )
+
 
 def route_transformer(transformer, *, causal: bool = False) -> None:
     """Pack an open_clip Transformer's linear layers for the fastest kernel this machine has, where its

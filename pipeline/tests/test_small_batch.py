@@ -40,6 +40,9 @@ def test_the_kernel_refuses_what_it_cannot_compute():
         compiled.pack(torch.ones(48, 8))
     with pytest.raises(RuntimeError, match="shapes"):
         compiled.linear(torch.ones(1, 9), compiled.pack(torch.ones(32, 8)), torch.ones(32))
+    with pytest.raises(RuntimeError, match="vocabulary"):
+        embedding, norm = torch.zeros(10, 32), torch.ones(32)
+        compiled.encode_text(torch.tensor([[3, 10]]), embedding, torch.zeros(4, 32), [], 1, 1e-5, norm, norm, 1e-5)
     with pytest.raises(RuntimeError, match="float32"):
         compiled.linear(torch.ones(1, 8, dtype=torch.float64), compiled.pack(torch.ones(32, 8)), torch.ones(32))
 
@@ -136,3 +139,15 @@ def test_the_kernel_lets_the_worker_s_other_threads_run():
     # one 5 ms switch interval after "started") or after it. So look at the middle half only.
     quarter = (call["ended"] - call["started"]) / 4
     assert any(call["started"] + quarter < turn < call["ended"] - quarter for turn in turns)
+
+
+@needs_avx512
+def test_text_queries_go_from_token_ids_to_the_pooled_vector_in_one_call():
+    from pipeline.encoder import Encoder, ModelSpec
+
+    encoder = Encoder(ModelSpec("meepo-tiny", None))
+    naive = Encoder(ModelSpec("meepo-tiny", None), optimised=False)
+    texts = ["fork", "a fluffy pink cat on a tv"]  # two lengths: each text pools at its own end
+
+    assert CausalTextTower.pools(encoder.model) and not CausalTextTower.pools(naive.model)
+    assert abs(encoder.encode_texts(texts) - naive.encode_texts(texts)).max() < 1e-5
