@@ -6,8 +6,8 @@ Two kernels, each where it wins:
   else oneDNN's. For the 48 linear layers of ViT-B-32's text tower and 8 rows (2-core AMD EPYC):
   torch's default fp32 path (MKL's sgemm) 20.8 ms with two threads; oneDNN with weights packed in
   its blocked layout 8.7-12 ms with two threads, 14-18 ms with one; the small-batch kernel 5.1-5.8 ms
-  with two, 8.8 ms with one. A causal text tower then runs all its blocks in one call
-  (CausalTextTower): Python's per-operation overhead had been about 1.2 ms of a query.
+  with two, 8.8 ms with one. A query then goes from token ids to its pooled vector in one call
+  (CausalTextTower.pooled): Python's per-operation overhead had been 1.5-2 ms of a query.
 - the bf16 image tower: oneDNN (the attention's fused bias-and-rescale and the separate GELU were
   slow in bf16): a photo query took 50-67 ms instead of 67-91 ms, a batch of 32 photos 6% less time,
   at a cosine of 0.99995 to torch's own bf16 layers.
