@@ -206,8 +206,8 @@ def _one_call_fits(blocks) -> bool:
 
 def _kernel_for(transformer, dtype: torch.dtype) -> OneDnn | SmallBatch | None:
     compiled = small_batch.load() if dtype == torch.float32 else None
-    if compiled and SmallBatch(compiled).fits(transformer):
-        return SmallBatch(compiled)
+    if compiled and (kernel := SmallBatch(compiled)).fits(transformer):
+        return kernel
     return OneDnn() if OneDnn.runs(dtype) else None
 
 

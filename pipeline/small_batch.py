@@ -38,7 +38,7 @@ def build() -> None:
 
 @functools.cache
 def load():
-    """The built kernel module (pack, linear, BLOCK), or None where it cannot run."""
+    """The built kernel module (BLOCK, pack, linear, causal_tower, encode_text), or None where it cannot run."""
     import torch
 
     if not torch.cpu._is_avx512_supported():
