@@ -82,7 +82,12 @@ def embed_catalog(
             batch_size = settings.MEEPO_EMBED_BATCH_SIZE or (256 if encoder.on_gpu else 32)
             batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
             with ThreadPoolExecutor(max_workers=2) as pool, ThreadPoolExecutor(encoder.decoders) as decoders:
-                loaded = prefetched(batches, partial(_load_batch, encoder=encoder, decoders=decoders), pool)
+                decode = partial(_decode_batch, encoder=encoder, decoders=decoders)
+                if encoder.decodes_alongside:
+                    loaded = prefetched(batches, lambda images: decode(_read_batch(images)), pool)
+                else:
+                    # Only the reading goes ahead: decoding waits for the cores (Encoder.decodes_alongside).
+                    loaded = map(decode, prefetched(batches, _read_batch, pool))
                 for batch in iter_wrapper(loaded, len(todo)):
                     encoded, failed = _store_batch(*batch, encoder=encoder)
                     report.encoded += encoded
@@ -97,9 +102,21 @@ def embed_catalog(
     return report
 
 
-def _load_batch(images: list[ItemImage], *, encoder: Encoder, decoders: ThreadPoolExecutor):
+def _read_batch(images: list[ItemImage]) -> tuple[list[ItemImage], list[bytes | str]]:
+    """Each image's bytes, or why they could not be read."""
+    contents = []
+    for image in images:
+        try:
+            contents.append(image.read_bytes())
+        except (OSError, ValueError) as error:
+            contents.append(f"the file could not be read ({error.__class__.__name__})")
+    return images, contents
+
+
+def _decode_batch(read: tuple[list[ItemImage], list[bytes | str]], *, encoder: Encoder, decoders: ThreadPoolExecutor):
+    images, contents = read
     pixels, errors = [], {}
-    decoded = decoders.map(partial(_decode, encoder=encoder), images)
+    decoded = decoders.map(partial(_decode, encoder=encoder), contents)
     for image, (image_pixels, error) in zip(images, decoded, strict=True):
         if error:
             errors[image.id] = error
@@ -108,9 +125,11 @@ def _load_batch(images: list[ItemImage], *, encoder: Encoder, decoders: ThreadPo
     return images, encoder.stack(pixels) if pixels else None, errors
 
 
-def _decode(image: ItemImage, *, encoder: Encoder):
+def _decode(content: bytes | str, *, encoder: Encoder):
+    if isinstance(content, str):
+        return None, content
     try:
-        return encoder.pixels_from_bytes(image.read_bytes()), None
+        return encoder.pixels_from_bytes(content), None
     except ImageRejected as error:
         return None, str(error)
     except (OSError, ValueError) as error:

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from pipeline.pixels import Recipe
+
 TINY_MODEL = "meepo-tiny"
 TINY_MODEL_SEED = 20261122
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
@@ -125,6 +127,7 @@ class Encoder:
             route_transformer(model.transformer, causal=True)
         self.model = model
         self.preprocess = preprocess
+        self.recipe = Recipe.of(preprocess)
         self.tokenizer = open_clip.get_tokenizer(spec.name)
         self.image_size = _image_size(preprocess)
         self.dimension = int(model.text_projection.shape[1] if hasattr(model, "text_projection") else 0) or int(
@@ -152,24 +155,35 @@ class Encoder:
         side = max(self.image_size, 224)  # small test models still get a faithful decode
         return side, side
 
+    def prepare(self, image):
+        """A decoded photo (PIL) as the model's input, ready for `stack`."""
+        return self.recipe.prepare(image) if self.recipe else self.preprocess(image)
+
     def pixels_from_bytes(self, data: bytes):
-        """Image bytes to the model's input tensor, the fast way."""
+        """Image bytes to the model's input, ready for `stack`, the fast way."""
         from catalog.images import load_rgb
 
-        return self.preprocess(load_rgb(data, max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS, draft_size=self.draft_size))
+        return self.prepare(load_rgb(data, max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS, draft_size=self.draft_size))
 
     @property
     def decoders(self) -> int:
-        """Threads decoding photos for one batch. On a CPU the forward pass needs the cores; a GPU
-        waits for the CPU unless every core decodes (PIL and torchvision release the GIL)."""
-        return (os.cpu_count() or 1) if self.on_gpu else 1
+        """Threads decoding photos for one batch: every core (PIL and numpy release the GIL)."""
+        return os.cpu_count() or 1
+
+    @property
+    def decodes_alongside(self) -> bool:
+        """Whether a batch decodes while the previous one is encoded. A GPU would otherwise wait for
+        the CPU. On a CPU the forward pass keeps every core busy, and a decoder beside it stalls
+        both of torch's threads (one loses its core, the other waits for it), so decoding first with
+        every core is faster: 34.8-35.9 against 31.6-33.0 images/s (ViT-B-32, 2 cores)."""
+        return self.on_gpu
 
     def stack(self, pixels: list):
-        """One batch of preprocessed images; on a GPU in pinned memory, so that its copy to the
-        device does not wait on the pageable-memory staging."""
+        """One batch of prepared images; on a GPU in pinned memory, so that its copy to the device
+        does not wait on the pageable-memory staging."""
         import torch
 
-        batch = torch.stack(pixels)
+        batch = self.recipe.stack(pixels) if self.recipe else torch.stack(pixels)
         return batch.pin_memory() if self.on_gpu else batch
 
     def encode_pixels(self, batch):
@@ -184,7 +198,7 @@ class Encoder:
         return _normalised(features)
 
     def encode_images(self, images: list) -> "np.ndarray":  # noqa: F821
-        return self.encode_pixels(self.stack([self.preprocess(image) for image in images]))
+        return self.encode_pixels(self.stack([self.prepare(image) for image in images]))
 
     def encode_texts(self, texts: list[str]) -> "np.ndarray":  # noqa: F821
         import torch

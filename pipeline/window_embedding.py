@@ -73,19 +73,17 @@ def _crops_of(images: list[ItemImage], *, encoder: Encoder, layout: Layout):
             continue  # the full-image pass has already marked it failed, or will next run
         for box in windows(pixels.width, pixels.height, layout):
             x, y, w, h = box
-            crops.append(encoder.preprocess(pixels.crop((x, y, x + w, y + h))))
+            crops.append(encoder.prepare(pixels.crop((x, y, x + w, y + h))))
             owners.append(image)
             boxes.append(box)
     return images, crops, owners, boxes
 
 
 def _store_windows(images, crops, owners, boxes, *, encoder: Encoder, layout: Layout) -> int:
-    import torch
-
     if not crops:
         return 0
     vectors = np.vstack(
-        [encoder.encode_pixels(torch.stack(crops[i : i + WINDOW_BATCH])) for i in range(0, len(crops), WINDOW_BATCH)]
+        [encoder.encode_pixels(encoder.stack(crops[i : i + WINDOW_BATCH])) for i in range(0, len(crops), WINDOW_BATCH)]
     )
     rows = []
     for image in images:
