@@ -1,9 +1,11 @@
-"""A hand-written kernel for linear layers over a few rows: the text tower of one query (issue #4).
+"""Hand-written kernels (issue #4): linear layers over a few rows, for the text tower of one query,
+and the bf16 image tower's attention.
 
 `make setup` builds it from small_batch.cpp with torch's C++ extension tooling (g++, ninja, the
 Python headers): `python -m pipeline.small_batch`. Web workers only import the built library, so
 they never compile, and never wait on the build's lock file. Where it is not built (or is older
-than its source), or the CPU has no AVX-512, the text tower runs oneDNN's kernel instead.
+than its source), or the CPU has no AVX-512, the text tower runs oneDNN's kernel instead, and the
+image tower torch's attention.
 """
 
 import functools
@@ -38,7 +40,8 @@ def build() -> None:
 
 @functools.cache
 def load():
-    """The built kernel module (BLOCK, pack, linear, causal_tower, encode_text), or None where it cannot run."""
+    """The built kernel module (BLOCK, pack, linear, causal_tower, encode_text, attention), or None
+    where it cannot run."""
     import torch
 
     if not torch.cpu._is_avx512_supported():
