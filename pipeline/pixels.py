@@ -72,7 +72,7 @@ class Recipe:
         """A batch of prepared crops as the model's float input (batch × 3 × size × size)."""
         import torch
 
-        batch = torch.from_numpy(np.stack(prepared)).permute(0, 3, 1, 2).to(torch.float32).div(255)
+        batch = torch.from_numpy(np.stack(prepared)).permute(0, 3, 1, 2).to(torch.float32).div_(255)
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         return batch.sub_(mean).div_(std)
