@@ -187,11 +187,13 @@ class Encoder:
         return batch.pin_memory() if self.on_gpu else batch
 
     def encode_pixels(self, batch):
-        """Encode a batch of already preprocessed images (a tensor) to normalised float32 vectors."""
+        """Encode a batch from `stack` (or of preprocessed float images) to normalised float32 vectors."""
         import torch
 
         with torch.inference_mode(), self._autocast():
             batch = batch.to(self.device, non_blocking=True)
+            if batch.dtype == torch.uint8:
+                batch = self.recipe.normalise(batch)
             if self.image_precision == "bf16":
                 batch = batch.to(torch.bfloat16)
             features = self.model.encode_image(batch)

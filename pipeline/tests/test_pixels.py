@@ -27,7 +27,7 @@ def test_a_batch_is_bit_for_bit_what_open_clip_s_preprocess_gives(size):
     recipe = Recipe.of(preprocess)
     photos = shop_photo_sizes(40)
 
-    batch = recipe.stack([recipe.prepare(photo) for photo in photos])
+    batch = recipe.normalise(recipe.stack([recipe.prepare(photo) for photo in photos]))
 
     assert recipe.size == size
     assert torch.equal(batch, torch.stack([preprocess(photo) for photo in photos]))
@@ -39,7 +39,7 @@ def test_greyscale_and_transparent_photos_are_converted_like_the_preprocess():
     photo = Image.open(PHOTOS[0])
     for mode in ("L", "RGBA", "P"):
         converted = photo.convert(mode)
-        assert torch.equal(recipe.stack([recipe.prepare(converted)])[0], preprocess(converted)), mode
+        assert torch.equal(recipe.normalise(recipe.stack([recipe.prepare(converted)]))[0], preprocess(converted)), mode
 
 
 @pytest.mark.parametrize(
@@ -63,5 +63,5 @@ def test_the_encoder_embeds_photos_through_the_recipe_with_the_preprocess_s_resu
     fast = encoder.encode_images(photos)
     plain = encoder.encode_pixels(torch.stack([encoder.preprocess(photo) for photo in photos]))
 
-    assert encoder.recipe is not None
+    assert encoder.stack([encoder.prepare(photos[0])]).dtype == torch.uint8  # normalised where it is encoded
     assert np.array_equal(fast, plain)
