@@ -11,6 +11,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # the bytes, whatever the file name or Content-Type claims.
 ALLOWED_FORMATS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
 OPENED_AS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # Pillow's JPEG parser also opens MPO files.
+# The model sees a photo resized to 224 pixels on its short side: a 1 by 40,000 strip would take
+# gigabytes. Shop photos, banners included, stay far below this.
+MAX_ASPECT_RATIO = 50
 
 
 class ImageRejected(ValueError):
@@ -52,6 +55,8 @@ def _open_lazily(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageRejected("The image has no pixels.")
     if width * height > max_pixels:
         raise ImageRejected(f"The image is too large ({width}×{height} pixels; the limit is {max_pixels:,} pixels).")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageRejected(f"The image is too long and thin ({width}×{height} pixels; at most {MAX_ASPECT_RATIO}:1).")
     return image
 
 

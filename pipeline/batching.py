@@ -9,7 +9,7 @@ T = TypeVar("T")
 
 def prefetched(batches: list[list[int]], load: Callable[[list[ItemImage]], T], pool: ThreadPoolExecutor) -> Iterator[T]:
     """Yield load(images) for each batch of ids while the next batch loads in the background
-    (overlaps file reads and JPEG decoding with the forward pass)."""
+    (overlaps file reads, and on a GPU decoding too, with the forward pass)."""
     pending = None
     for ids in batches:
         # Rows are read here: database connections belong to this thread.
@@ -20,3 +20,15 @@ def prefetched(batches: list[list[int]], load: Callable[[list[ItemImage]], T], p
         pending = future
     if pending is not None:
         yield pending.result()
+
+
+def read_files(images: list[ItemImage], *, reader: ThreadPoolExecutor | None = None):
+    """(images, each one's bytes or why they could not be read), read in the reader's threads if given."""
+    return images, list(reader.map(_read, images) if reader else map(_read, images))
+
+
+def _read(image: ItemImage) -> bytes | str:
+    try:
+        return image.read_bytes()
+    except (OSError, ValueError) as error:
+        return f"the file could not be read ({error.__class__.__name__})"

@@ -16,7 +16,7 @@ from django.utils import timezone
 from catalog.images import ImageRejected
 from catalog.models import ItemImage
 from pipeline import index as index_store
-from pipeline.batching import prefetched
+from pipeline.batching import prefetched, read_files
 from pipeline.encoder import Encoder, configured_model, get_encoder
 from pipeline.locking import exclusive_lock
 from pipeline.models import ImageVector, WindowVectors
@@ -84,10 +84,11 @@ def embed_catalog(
             with ThreadPoolExecutor(max_workers=2) as pool, ThreadPoolExecutor(encoder.decoders) as decoders:
                 decode = partial(_decode_batch, encoder=encoder, decoders=decoders)
                 if encoder.decodes_alongside:
-                    loaded = prefetched(batches, lambda images: decode(_read_batch(images)), pool)
+                    # The decoders read the files too: in parallel, whatever the storage.
+                    loaded = prefetched(batches, lambda images: decode(read_files(images, reader=decoders)), pool)
                 else:
                     # Only the reading goes ahead: decoding waits for the cores (Encoder.decodes_alongside).
-                    loaded = map(decode, prefetched(batches, _read_batch, pool))
+                    loaded = map(decode, prefetched(batches, read_files, pool))
                 for batch in iter_wrapper(loaded, len(todo)):
                     encoded, failed = _store_batch(*batch, encoder=encoder)
                     report.encoded += encoded
@@ -100,17 +101,6 @@ def embed_catalog(
         )
     report.seconds = time.monotonic() - started
     return report
-
-
-def _read_batch(images: list[ItemImage]) -> tuple[list[ItemImage], list[bytes | str]]:
-    """Each image's bytes, or why they could not be read."""
-    contents = []
-    for image in images:
-        try:
-            contents.append(image.read_bytes())
-        except (OSError, ValueError) as error:
-            contents.append(f"the file could not be read ({error.__class__.__name__})")
-    return images, contents
 
 
 def _decode_batch(read: tuple[list[ItemImage], list[bytes | str]], *, encoder: Encoder, decoders: ThreadPoolExecutor):
@@ -132,8 +122,8 @@ def _decode(content: bytes | str, *, encoder: Encoder):
         return encoder.pixels_from_bytes(content), None
     except ImageRejected as error:
         return None, str(error)
-    except (OSError, ValueError) as error:
-        return None, f"the file could not be read ({error.__class__.__name__})"
+    except Exception as error:  # whatever one image does (MemoryError too), the run goes on
+        return None, f"the image could not be decoded ({error.__class__.__name__})"
 
 
 def _store_batch(images: list[ItemImage], batch, errors: dict[int, str], *, encoder: Encoder):

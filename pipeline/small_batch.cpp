@@ -4,7 +4,8 @@
 // A query is about 8 token vectors, so a linear layer's time is reading its weight matrix: oneDNN
 // reads it at 8-17 GB/s on a 2-core AMD EPYC, this loop at 20 GB/s on one core and 26-40 GB/s on two.
 // The weights are packed once in column blocks of 32 ([N/32][K][32]), so that each block streams
-// from memory in order while 8 rows x 32 columns of sums stay in the 16 AVX-512 registers.
+// from memory in order while 8 rows x 32 columns of sums stay in the 16 AVX-512 registers. The
+// opt-in bf16 text tower packs them as bf16 (half the bytes) and sums in fp32 all the same.
 //
 // Also the bf16 image tower's attention (attention(), further down), whose 50 positions torch's
 // flash attention handles slowly.
@@ -26,9 +27,9 @@ constexpr int64_t MAX_ROWS = 8;  // 9 or more rows spill the sums out of the reg
 // Every query streams all the weights from memory. In 2 MB pages the prefetchers run on without a
 // page walk every 4 KB: 10-20% faster on the 2-core EPYC. Mapped here rather than taken from malloc,
 // which kept the freed plain weights' memory (about 100 MB more per process).
-static torch::Tensor in_huge_pages(std::vector<int64_t> sizes) {
+static torch::Tensor in_huge_pages(std::vector<int64_t> sizes, torch::ScalarType dtype) {
   constexpr size_t HUGE_PAGE = 2 << 20;
-  size_t bytes = sizeof(float);
+  size_t bytes = c10::elementSize(dtype);
   for (auto size : sizes) bytes *= size;
   const size_t mapped = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE + HUGE_PAGE;
   auto* start = static_cast<char*>(mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
@@ -40,26 +41,44 @@ static torch::Tensor in_huge_pages(std::vector<int64_t> sizes) {
   if (start + mapped > aligned + length) munmap(aligned + length, start + mapped - aligned - length);
   madvise(aligned, length, MADV_HUGEPAGE);  // advice: refusing it only costs speed
   return torch::from_blob(
-      aligned, sizes, [length](void* block) { munmap(block, length); }, torch::kFloat);
+      aligned, sizes, [length](void* block) { munmap(block, length); }, dtype);
 }
 
-torch::Tensor pack(const torch::Tensor& weight) {
+// bf16 weights (MEEPO_CPU_TEXT_PRECISION=bf16) halve the bytes a query reads; the sums stay fp32.
+torch::Tensor pack(const torch::Tensor& weight, bool bf16) {
   TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == torch::kFloat, "a 2-d float32 weight");
   TORCH_CHECK(weight.size(0) % BLOCK == 0, "out_features must be a multiple of ", BLOCK);
-  auto packed = in_huge_pages({weight.size(0) / BLOCK, weight.size(1), BLOCK});
-  packed.copy_(weight.reshape({weight.size(0) / BLOCK, BLOCK, weight.size(1)}).transpose(1, 2));
+  const int64_t blocks = weight.size(0) / BLOCK, k = weight.size(1);
+  auto packed = in_huge_pages({blocks, k, BLOCK}, bf16 ? torch::kBFloat16 : torch::kFloat);
+  auto columns = weight.reshape({blocks, BLOCK, k}).transpose(1, 2);
+  // bf16 blocks interleave their two halves (0, 16, 1, 17, ...): a shift and a mask then make the
+  // two fp32 vectors, no lane-crossing widening.
+  if (bf16) columns = columns.reshape({blocks, k, 2, BLOCK / 2}).transpose(2, 3).reshape({blocks, k, BLOCK});
+  packed.copy_(columns);
   return packed;
 }
 
-template <int ROWS>
-static void rows_times_block(const float* x, int64_t k, const float* w, const float* bias, float* y, int64_t n) {
+static inline void load_block(const float* w, __m512& w0, __m512& w1) {
+  w0 = _mm512_loadu_ps(w);
+  w1 = _mm512_loadu_ps(w + 16);
+}
+
+static inline void load_block(const uint16_t* w, __m512& w0, __m512& w1) {
+  const __m512i both = _mm512_loadu_si512(w);  // 32 bf16, interleaved by pack(): one cache line
+  w0 = _mm512_castsi512_ps(_mm512_slli_epi32(both, 16));
+  w1 = _mm512_castsi512_ps(_mm512_and_si512(both, _mm512_set1_epi32(0xFFFF0000)));
+}
+
+template <int ROWS, typename WEIGHT>
+static void rows_times_block(const float* x, int64_t k, const WEIGHT* w, const float* bias, float* y, int64_t n) {
   __m512 sums[ROWS][2];
   for (int r = 0; r < ROWS; ++r) {
     sums[r][0] = _mm512_loadu_ps(bias);
     sums[r][1] = _mm512_loadu_ps(bias + 16);
   }
   for (int64_t i = 0; i < k; ++i) {
-    const __m512 w0 = _mm512_loadu_ps(w + i * BLOCK), w1 = _mm512_loadu_ps(w + i * BLOCK + 16);
+    __m512 w0, w1;
+    load_block(w + i * BLOCK, w0, w1);
     for (int r = 0; r < ROWS; ++r) {
       const __m512 xi = _mm512_set1_ps(x[r * k + i]);
       sums[r][0] = _mm512_fmadd_ps(xi, w0, sums[r][0]);
@@ -72,8 +91,8 @@ static void rows_times_block(const float* x, int64_t k, const float* w, const fl
   }
 }
 
-template <int ROWS>
-static void some_rows_times_block(int64_t rows, const float* x, int64_t k, const float* w, const float* bias, float* y,
+template <int ROWS, typename WEIGHT>
+static void some_rows_times_block(int64_t rows, const float* x, int64_t k, const WEIGHT* w, const float* bias, float* y,
                                   int64_t n) {
   if constexpr (ROWS > 1) {
     if (rows < ROWS) return some_rows_times_block<ROWS - 1>(rows, x, k, w, bias, y, n);
@@ -81,21 +100,13 @@ static void some_rows_times_block(int64_t rows, const float* x, int64_t k, const
   rows_times_block<ROWS>(x, k, w, bias, y, n);
 }
 
-torch::Tensor linear(const torch::Tensor& input, const torch::Tensor& packed, const torch::Tensor& bias) {
-  TORCH_CHECK(input.scalar_type() == torch::kFloat && packed.scalar_type() == torch::kFloat &&
-                  bias.scalar_type() == torch::kFloat, "float32 tensors");
-  TORCH_CHECK(packed.dim() == 3 && packed.size(2) == BLOCK && packed.is_contiguous(), "a weight from pack()");
-  const auto x = input.contiguous();
-  const int64_t k = x.size(-1), m = x.numel() / k, blocks = packed.size(0), n = blocks * BLOCK;
-  TORCH_CHECK(packed.size(1) == k && bias.numel() == n && bias.is_contiguous(), "shapes do not match");
-  auto sizes = x.sizes().vec();
-  sizes.back() = n;
-  auto out = torch::empty(sizes, x.options());
+template <typename WEIGHT>
+static void linear_into(const float* X, int64_t m, int64_t k, const WEIGHT* W, int64_t blocks, const float* B,
+                        float* Y) {
+  const int64_t n = blocks * BLOCK;
   // Rows are split evenly into passes of at most MAX_ROWS (12 rows: 6 + 6, not 8 + 4); the later
   // passes read the block again from the L2 cache, not from memory.
   const int64_t passes = (m + MAX_ROWS - 1) / MAX_ROWS, per_pass = passes ? (m + passes - 1) / passes : 0;
-  const float *X = x.data_ptr<float>(), *W = packed.data_ptr<float>(), *B = bias.data_ptr<float>();
-  float* Y = out.data_ptr<float>();
   at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
     for (int64_t b = first; b < last; ++b) {
       for (int64_t r = 0; r < m; r += per_pass) {
@@ -104,6 +115,26 @@ torch::Tensor linear(const torch::Tensor& input, const torch::Tensor& packed, co
       }
     }
   });
+}
+
+torch::Tensor linear(const torch::Tensor& input, const torch::Tensor& packed, const torch::Tensor& bias) {
+  const bool bf16 = packed.scalar_type() == torch::kBFloat16;
+  TORCH_CHECK(input.scalar_type() == torch::kFloat && (bf16 || packed.scalar_type() == torch::kFloat) &&
+                  bias.scalar_type() == torch::kFloat, "float32 tensors (the packed weight may be bf16)");
+  TORCH_CHECK(packed.dim() == 3 && packed.size(2) == BLOCK && packed.is_contiguous(), "a weight from pack()");
+  const auto x = input.contiguous();
+  const int64_t k = x.size(-1), m = x.numel() / k, blocks = packed.size(0);
+  TORCH_CHECK(packed.size(1) == k && bias.numel() == blocks * BLOCK && bias.is_contiguous(), "shapes do not match");
+  auto sizes = x.sizes().vec();
+  sizes.back() = blocks * BLOCK;
+  auto out = torch::empty(sizes, x.options());
+  const float *X = x.data_ptr<float>(), *B = bias.data_ptr<float>();
+  if (bf16) {
+    linear_into(X, m, k, reinterpret_cast<const uint16_t*>(packed.data_ptr<at::BFloat16>()), blocks, B,
+                out.data_ptr<float>());
+  } else {
+    linear_into(X, m, k, packed.data_ptr<float>(), blocks, B, out.data_ptr<float>());
+  }
   return out;
 }
 
@@ -163,7 +194,11 @@ torch::Tensor causal_tower(const torch::Tensor& input, const std::vector<torch::
                            double eps) {
   TORCH_CHECK(input.dim() == 3 && input.scalar_type() == torch::kFloat, "a [batch, length, width] float32 input");
   TORCH_CHECK(blocks.size() % 12 == 0, "12 tensors per block");
-  for (const auto& tensor : blocks) TORCH_CHECK(tensor.is_contiguous() && tensor.scalar_type() == torch::kFloat);
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const bool weight = i % 12 == 2 || i % 12 == 4 || i % 12 == 8 || i % 12 == 10;  // linear() checks those
+    TORCH_CHECK(blocks[i].is_contiguous() && (weight || blocks[i].scalar_type() == torch::kFloat),
+                "contiguous float32 tensors");
+  }
   auto x = input.contiguous().clone();
   const int64_t batch = x.size(0), length = x.size(1), width = x.size(2), rows = batch * length;
   TORCH_CHECK(width % heads == 0, "width must split into the heads");
@@ -301,7 +336,7 @@ static void times(const float* a, int64_t lda, int64_t rows, const float* b, int
 }
 
 // The image tower's attention (every position sees every other) over a bf16 [batch, length,
-// 3 * width] qkv, in fp32. torch's bf16 flash attention takes 4.5-7 ms a layer for a batch of 32
+// 3 * width] qkv, in fp32. torch's bf16 flash attention takes 4.5-8 ms a layer for a batch of 32
 // ViT-B-32 photos (50 positions, heads of 64): its tiling is made for long sequences.
 torch::Tensor attention(const torch::Tensor& qkv, int64_t heads) {
   TORCH_CHECK(qkv.dim() == 3 && qkv.scalar_type() == torch::kBFloat16 && qkv.is_contiguous(),
@@ -367,7 +402,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   // Without the GIL, as torch's own operations: a worker's other threads go on serving meanwhile.
   const auto without_gil = pybind11::call_guard<pybind11::gil_scoped_release>();
   module.attr("BLOCK") = BLOCK;
-  module.def("pack", &pack, "a [N, K] weight in the column blocks linear() reads", without_gil);
+  module.def("pack", &pack, "a [N, K] weight in the column blocks linear() reads, as float32 or bf16",
+             pybind11::arg("weight"), pybind11::arg("bf16") = false, without_gil);
   module.def("linear", &linear, "input @ weight.T + bias with a weight from pack()", without_gil);
   module.def("causal_tower", &causal_tower, "a causal text tower's blocks over a [batch, length, width] input",
              without_gil);

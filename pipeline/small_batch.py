@@ -3,19 +3,22 @@ and the bf16 image tower's attention.
 
 `make setup` builds it from small_batch.cpp with torch's C++ extension tooling (g++, ninja, the
 Python headers): `python -m pipeline.small_batch`. Web workers only import the built library, so
-they never compile, and never wait on the build's lock file. Where it is not built (or is older
-than its source), or the CPU has no AVX-512, the text tower runs oneDNN's kernel instead, and the
-image tower torch's attention.
+they never compile, and never wait on the build's lock file. Where it is not built from this very
+source, or the CPU has no AVX-512, the text tower runs oneDNN's kernel instead, and the image tower
+torch's attention.
 """
 
 import functools
+import hashlib
 import importlib.util
 import logging
 import sys
 from pathlib import Path
 
-NAME = "meepo_small_batch"
 SOURCE = Path(__file__).with_suffix(".cpp")
+# Named after its source's hash, so that a library built from another version of it (copied with
+# its dates, say) is never loaded in its place.
+NAME = f"meepo_small_batch_{hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]}"
 # Beside the packages it is compiled against: a new virtualenv gets its own build.
 BUILD_DIR = Path(sys.prefix) / "meepo-kernels"
 LIBRARY = BUILD_DIR / f"{NAME}.so"
@@ -33,6 +36,9 @@ def build() -> None:
     BUILD_DIR.mkdir(exist_ok=True)
     # Only this command builds, so a lock file here was left by a build that was killed.
     (BUILD_DIR / "lock").unlink(missing_ok=True)
+    for old in BUILD_DIR.glob("meepo_small_batch*.so"):
+        if old != LIBRARY:
+            old.unlink()
     cpp_extension.load(
         NAME, [str(SOURCE)], extra_cflags=["-O3", "-mavx512f", "-fopenmp"], build_directory=str(BUILD_DIR)
     )
@@ -46,7 +52,7 @@ def load():
 
     if not torch.cpu._is_avx512_supported():
         return None
-    if not LIBRARY.exists() or LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime:
+    if not LIBRARY.exists():
         logger.warning("The small-batch kernel is not built (run: make setup); text queries use oneDNN.")
         return None
     try:

@@ -10,9 +10,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import F
 
-from catalog.images import ImageRejected, load_rgb
+from catalog.images import load_rgb
 from catalog.models import ItemImage
-from pipeline.batching import prefetched
+from pipeline.batching import prefetched, read_files
 from pipeline.encoder import Encoder, ModelSpec
 from pipeline.models import WindowVectors
 from pipeline.windows import Layout, parse_layout, windows
@@ -56,27 +56,45 @@ def embed_windows(
     per_batch = max(1, WINDOW_BATCH // 12)
     batches = [todo[start : start + per_batch] for start in range(0, len(todo), per_batch)]
     done = 0
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        loaded = prefetched(batches, partial(_crops_of, encoder=encoder, layout=layout), pool)
+    with ThreadPoolExecutor(max_workers=1) as pool, ThreadPoolExecutor(encoder.decoders) as decoders:
+        cut = partial(_crops_of, encoder=encoder, layout=layout, decoders=decoders)
+        if encoder.decodes_alongside:
+            loaded = prefetched(batches, lambda images: cut(read_files(images, reader=decoders)), pool)
+        else:
+            # As for whole images (Encoder.decodes_alongside): on a CPU, cut with every core, then encode.
+            loaded = map(cut, prefetched(batches, read_files, pool))
         for batch in iter_wrapper(loaded, len(todo)):
             done += _store_windows(*batch, encoder=encoder, layout=layout)
     return done
 
 
-def _crops_of(images: list[ItemImage], *, encoder: Encoder, layout: Layout):
-    """Decode each image once and cut its windows, each resized to the model's input."""
+def _crops_of(read: tuple[list[ItemImage], list[bytes | str]], *, encoder, layout, decoders: ThreadPoolExecutor):
+    images, contents = read
     crops, owners, boxes = [], [], []
-    for image in images:
-        try:
-            pixels = load_rgb(image.read_bytes(), max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS)
-        except (ImageRejected, OSError):
-            continue  # the full-image pass has already marked it failed, or will next run
-        for box in windows(pixels.width, pixels.height, layout):
-            x, y, w, h = box
-            crops.append(encoder.prepare(pixels.crop((x, y, x + w, y + h))))
+    cut = partial(_windows_of, encoder=encoder, layout=layout)
+    for image, image_windows in zip(images, decoders.map(cut, contents), strict=True):
+        for box, crop in image_windows:
+            crops.append(crop)
             owners.append(image)
             boxes.append(box)
     return images, crops, owners, boxes
+
+
+def _windows_of(content: bytes | str, *, encoder: Encoder, layout: Layout) -> list:
+    """Decode an image once and cut its windows, each prepared for the model: (box, crop) pairs."""
+    if isinstance(content, str):
+        return []  # unreadable: the full-image pass has marked it failed, or will next run
+    try:
+        pixels = load_rgb(content, max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS)
+        boxes = windows(pixels.width, pixels.height, layout)
+        return [(box, encoder.prepare(pixels.crop(_corners(box)))) for box in boxes]
+    except Exception:  # whatever one image does, the run goes on (the full-image pass says why)
+        return []
+
+
+def _corners(box):
+    x, y, w, h = box
+    return x, y, x + w, y + h
 
 
 def _store_windows(images, crops, owners, boxes, *, encoder: Encoder, layout: Layout) -> int:

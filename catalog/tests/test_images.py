@@ -137,6 +137,13 @@ def test_a_tiny_file_claiming_too_many_pixels_is_refused_before_any_pixels_are_a
     assert image_allocations() == before
 
 
+def test_a_long_thin_strip_is_refused_before_it_is_resized_to_gigabytes():
+    with pytest.raises(ImageRejected, match=r"too long and thin \(4×204 pixels; at most 50:1\)"):
+        load_rgb(encode(Image.new("RGB", (4, 204)), "PNG"), max_pixels=MAX_PIXELS)
+
+    assert load_rgb(encode(Image.new("RGB", (200, 4)), "PNG"), max_pixels=MAX_PIXELS).size == (200, 4)
+
+
 def test_the_pixel_cap_is_the_one_the_caller_sets():
     data = encode(Image.new("RGB", (33, 33)), "PNG")
 

@@ -6,6 +6,7 @@ from catalog.models import ItemImage
 from meepo.testing import DEMO_DIR
 from pipeline import index as index_store
 from pipeline.embedding import embed_catalog, lock_path
+from pipeline.encoder import Encoder
 from pipeline.locking import AlreadyRunning, exclusive_lock
 from pipeline.models import ImageVector
 
@@ -68,17 +69,22 @@ def test_full_re_encodes_everything(indexed_catalogue):
     assert report.index_vectors == 8
 
 
-def test_an_unreadable_image_is_marked_failed_and_the_run_goes_on(small_catalogue, data_dir):
-    broken = ItemImage.objects.order_by("id").first()
+@pytest.mark.parametrize("alongside", [False, True], ids=["decoded-first (CPU)", "decoded-alongside (GPU)"])
+def test_an_unreadable_image_is_marked_failed_and_the_run_goes_on(small_catalogue, data_dir, monkeypatch, alongside):
+    monkeypatch.setattr(Encoder, "decodes_alongside", alongside)
+    broken, missing = ItemImage.objects.order_by("id")[:2]
     (data_dir / "media" / broken.file.name).write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    (data_dir / "media" / missing.file.name).unlink()
 
     report = embed_catalog()
 
-    assert (report.encoded, report.failed) == (7, 1)
+    assert (report.encoded, report.failed) == (6, 2)
     broken.refresh_from_db()
-    assert broken.embedding_state == ItemImage.State.FAILED
+    missing.refresh_from_db()
+    assert broken.embedding_state == missing.embedding_state == ItemImage.State.FAILED
     assert "damaged" in broken.embedding_error
-    assert report.index_vectors == 7
+    assert "could not be read (FileNotFoundError)" in missing.embedding_error
+    assert report.index_vectors == 6
     # A failure is not retried every night: only when the bytes or the model change.
     assert embed_catalog().encoded == 0
 

@@ -131,6 +131,31 @@ def test_the_opt_in_bf16_text_tower_stays_close_to_the_exact_one(settings):
     assert (encoder.encode_texts(texts) * exact.encode_texts(texts)).sum(axis=1).min() >= 0.999
 
 
+def test_without_meepo_s_kernel_the_opt_in_bf16_text_tower_turns_bf16_for_onednn(settings, monkeypatch):
+    import torch
+
+    from pipeline import small_batch
+    from pipeline.packed_layers import OneDnn
+
+    monkeypatch.setattr(small_batch, "load", lambda: None)  # as on a CPU without AVX-512
+    settings.MEEPO_CPU_TEXT_PRECISION = "bf16"
+
+    encoder = Encoder(ModelSpec("meepo-tiny", None))
+
+    block = encoder.model.transformer.resblocks[0]
+    assert block.ln_1.weight.dtype == torch.bfloat16
+    if OneDnn.runs(torch.bfloat16):
+        assert type(block.attn.kernel) is OneDnn
+    exact = Encoder(ModelSpec("meepo-tiny", None), text_precision="fp32")
+    texts = ["fork", "a fluffy pink cat on a tv"]
+    assert (encoder.encode_texts(texts) * exact.encode_texts(texts)).sum(axis=1).min() >= 0.99
+
+
+def test_an_unknown_text_precision_is_refused():
+    with pytest.raises(ValueError, match="fp32 or bf16, not 'fp16'"):
+        Encoder(ModelSpec("meepo-tiny", None), text_precision="fp16")
+
+
 def test_text_queries_run_the_text_tower_through_packed_layers_with_the_naive_result():
     import torch
 

@@ -30,16 +30,31 @@ def test_a_batch_is_bit_for_bit_what_open_clip_s_preprocess_gives(size):
     batch = recipe.normalise(recipe.stack([recipe.prepare(photo) for photo in photos]))
 
     assert recipe.size == size
+    assert batch.is_contiguous()  # channels first, as the preprocess lays them out
     assert torch.equal(batch, torch.stack([preprocess(photo) for photo in photos]))
 
 
-def test_greyscale_and_transparent_photos_are_converted_like_the_preprocess():
+def test_greyscale_palette_and_transparent_photos_are_converted_like_the_preprocess():
     preprocess = open_clip.image_transform(224, is_train=False)
     recipe = Recipe.of(preprocess)
-    photo = Image.open(PHOTOS[0])
-    for mode in ("L", "RGBA", "P"):
-        converted = photo.convert(mode)
-        assert torch.equal(recipe.normalise(recipe.stack([recipe.prepare(converted)]))[0], preprocess(converted)), mode
+    photo = Image.open(PHOTOS[0]).convert("RGB")
+    # Real transparency: PIL resizes such images with their alpha premultiplied.
+    fading = photo.copy()
+    fading.putalpha(Image.linear_gradient("L").resize(photo.size))
+    for converted in (photo.convert("L"), photo.convert("P"), fading, fading.convert("LA"), fading.convert("PA")):
+        prepared = recipe.normalise(recipe.stack([recipe.prepare(converted)]))[0]
+        assert torch.equal(prepared, preprocess(converted)), converted.mode
+
+
+def test_a_preprocess_that_converts_before_resizing_is_left_to_open_clip():
+    from torchvision import transforms as T
+
+    steps = open_clip.image_transform(224, is_train=False).transforms
+    conversion = next(step for step in steps if getattr(step, "mode", None) == "RGB")
+    converting_first = T.Compose([conversion, *(step for step in steps if step is not conversion)])
+
+    assert Recipe.of(open_clip.image_transform(224, is_train=False)) is not None
+    assert Recipe.of(converting_first) is None
 
 
 @pytest.mark.parametrize(
@@ -65,3 +80,14 @@ def test_the_encoder_embeds_photos_through_the_recipe_with_the_preprocess_s_resu
 
     assert encoder.stack([encoder.prepare(photos[0])]).dtype == torch.uint8  # normalised where it is encoded
     assert np.array_equal(fast, plain)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_batch_normalised_on_the_gpu_is_bit_for_bit_the_preprocess():
+    preprocess = open_clip.image_transform(224, is_train=False)
+    recipe = Recipe.of(preprocess)
+    photos = shop_photo_sizes(8)
+
+    batch = recipe.normalise(recipe.stack([recipe.prepare(photo) for photo in photos]).cuda())
+
+    assert torch.equal(batch.cpu(), torch.stack([preprocess(photo) for photo in photos]))

@@ -34,6 +34,25 @@ def test_the_kernel_computes_torch_s_linear_layer(rows, inputs, outputs):
 
 
 @needs_avx512
+@pytest.mark.parametrize("rows", [1, 3, 8, 9])
+def test_bf16_weights_are_summed_in_fp32(rows):
+    generator = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, 512, generator=generator)
+    weight = torch.randn(2048, 512, generator=generator) / 512**0.5
+    bias = torch.randn(2048, generator=generator)
+    kernel = SmallBatch(small_batch.load(), torch.bfloat16)
+
+    packed = kernel.pack(weight)
+    y = kernel.linear(x, packed, bias, None)
+
+    assert packed.dtype == torch.bfloat16
+    # Exactly the fp32 layer with each weight rounded to bf16: only the weights lose bits.
+    expected = torch.nn.functional.linear(x, weight.to(torch.bfloat16).float(), bias)
+    assert torch.allclose(y, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(y, torch.nn.functional.linear(x, weight, bias), atol=1e-5, rtol=1e-5)
+
+
+@needs_avx512
 def test_the_kernel_refuses_what_it_cannot_compute():
     compiled = small_batch.load()
     with pytest.raises(RuntimeError, match="multiple of 32"):
@@ -151,3 +170,20 @@ def test_text_queries_go_from_token_ids_to_the_pooled_vector_in_one_call():
 
     assert CausalTextTower.pools(encoder.model) and not CausalTextTower.pools(naive.model)
     assert abs(encoder.encode_texts(texts) - naive.encode_texts(texts)).max() < 1e-5
+
+
+@needs_avx512
+def test_the_opt_in_bf16_text_tower_reads_bf16_weights_and_keeps_the_one_call(settings):
+    from pipeline.encoder import Encoder, ModelSpec
+
+    settings.MEEPO_CPU_TEXT_PRECISION = "bf16"
+    texts = ["fork", "a fluffy pink cat on a tv"]
+
+    encoder = Encoder(ModelSpec("meepo-tiny", None))
+    naive = Encoder(ModelSpec("meepo-tiny", None), optimised=False)
+
+    block = encoder.model.transformer.resblocks[0]
+    assert CausalTextTower.pools(encoder.model) and block.mlp.c_fc.weight.dtype == torch.bfloat16
+    assert block.ln_1.weight.dtype == torch.float32  # everything but the linear weights stays fp32
+    cosines = (encoder.encode_texts(texts) * naive.encode_texts(texts)).sum(axis=1)
+    assert cosines.min() >= 0.999

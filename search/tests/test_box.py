@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from catalog.images import MAX_ASPECT_RATIO
 from catalog.models import ItemImage
 from search.queries import MIN_BOX_SIDE, QueryRejected, parse_box, prepare
 from search.searcher import box_percent
@@ -33,6 +34,7 @@ def test_four_whole_numbers_read_back_as_themselves(values):
 def test_a_box_is_cut_out_exactly_when_it_lies_inside_the_photo_and_is_big_enough(width, height, x, y, w, h):
     photo = Image.new("RGB", (width, height))
     fits = x >= 0 and y >= 0 and x + w <= width and y + h <= height and min(w, h) >= MIN_BOX_SIDE
+    fits = fits and max(w, h) <= MAX_ASPECT_RATIO * min(w, h)
     try:
         region = prepare(photo, box=(x, y, w, h))
     except QueryRejected as refusal:

@@ -294,7 +294,7 @@ def test_a_photo_search_shows_the_mode_it_was_made_with(client, indexed_catalogu
     ("box", "message"),
     [
         ("0,0,10,40", "The box must be at least 16 pixels on each side."),
-        ("0,0,5000,40", "The box must lie inside the photo (451×300 pixels)."),
+        ("5000,0,40,40", "The box must lie inside the photo (451×300 pixels)."),
         ("1,2,3", "box must be four numbers x,y,w,h in the photo&#x27;s pixels."),
     ],
 )
