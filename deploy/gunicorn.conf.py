@@ -1,7 +1,7 @@
 """gunicorn settings for Meepo (`gunicorn -c deploy/gunicorn.conf.py meepo.wsgi`).
 
-Each worker loads the CLIP model and opens the index itself, lazily on its first search. The app is
-never preloaded: torch state created before fork hangs workers.
+Each worker loads the CLIP model and opens the index itself as it starts, before it takes requests
+(post_worker_init). The app is never preloaded: torch state created before fork hangs workers.
 """
 
 import multiprocessing
@@ -14,7 +14,7 @@ workers = int(os.environ.get("MEEPO_WEB_WORKERS", max(2, multiprocessing.cpu_cou
 worker_class = "gthread"
 threads = int(os.environ.get("MEEPO_WEB_THREADS", 4))
 preload_app = False
-timeout = 120  # the first search in a worker loads the model
+timeout = 120  # a starting worker loads the model
 graceful_timeout = 30
 max_requests = 5000
 max_requests_jitter = 500
@@ -31,3 +31,9 @@ raw_env = [
     f"MEEPO_TORCH_THREADS={os.environ.get('MEEPO_TORCH_THREADS', max(1, multiprocessing.cpu_count() // workers))}",
     f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}",
 ]
+
+
+def post_worker_init(worker):
+    from search.searcher import warm_up
+
+    warm_up()

@@ -1,5 +1,6 @@
 """Search functions: text, photo and "more like this", one result per active item."""
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from search.served_index import IndexNotReady, ServedIndex, served_index
 MODES = ("full", "region", "both")
 # How many window hits to fetch per wanted image: an image has up to about 16 windows.
 WINDOW_HITS_PER_IMAGE = 4
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -157,6 +160,16 @@ class _TextVectorCache:
 
 
 text_vectors = _TextVectorCache()
+
+
+def warm_up() -> None:
+    """Load the model and open the index before a web worker takes requests (deploy/gunicorn.conf.py):
+    lazily, the first two searches after every worker start or recycling took 5.5-7 s (ViT-B-32)."""
+    for part, load in (("model", lambda: get_encoder().encode_texts(["a photo"])), ("index", served_index)):
+        try:
+            load()
+        except Exception as error:  # a worker that cannot boot would take the site down: let searches say why
+            logger.warning("The search %s is not loaded (%s); the first search will try again.", part, error)
 
 
 def normalise_query(query: str) -> str:

@@ -129,6 +129,17 @@ def test_gunicorn_serves_search_and_picks_up_a_new_index(site):
 
 
 @pytest.mark.slow
+def test_the_workers_load_the_model_before_their_first_search(site):
+    base, _, tmp_path = site
+
+    # Both workers answer these in turn; none of them has searched yet.
+    loaded = {json.loads(get(base + "/api/status")[1])["model"]["loaded"] for _ in range(8)}
+
+    assert loaded == {True}
+    assert "not loaded" not in (tmp_path / "gunicorn.log").read_text()
+
+
+@pytest.mark.slow
 def test_a_chunked_upload_without_a_length_is_refused_with_a_clear_error(site):
     base, _, _ = site
     host, port = base.removeprefix("http://").split(":")
