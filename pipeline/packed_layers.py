@@ -6,8 +6,8 @@ Two kernels, each where it wins:
   else oneDNN's. For the 48 linear layers of ViT-B-32's text tower and 8 rows (2-core AMD EPYC):
   torch's default fp32 path (MKL's sgemm) 20.8 ms with two threads; oneDNN with weights packed in
   its blocked layout 8.7-12 ms with two threads, 14-18 ms with one; the small-batch kernel 5.1-5.8 ms
-  with two, 8.8 ms with one. A query then goes from token ids to its pooled vector in one call
-  (CausalTextTower.pooled): Python's per-operation overhead had been 1.5-2 ms of a query.
+  with two, 8.8 ms with one. A query then goes from token ids to its normalised vector in one call
+  (CausalTextTower.encode): Python's per-operation overhead had been 1.5-2 ms of a query.
   The opt-in bf16 text tower keeps the kernel with bf16 weights (fp32 activations and sums): 2.7-3.1
   ms for those 48 layers at 3 rows (a one-word query) against 3.5-5.8 in fp32; at 8 rows the
   kernel is bound by its arithmetic and both take about 5 ms.
@@ -60,8 +60,8 @@ class SmallBatch:
         return self.kernel.pack(weight, bf16=self.weights == torch.bfloat16)
 
     def linear(self, x, weight, bias, gelu: str | None):
-        y = self.kernel.linear(x, weight, bias)
-        return y if gelu is None else F.gelu(y, approximate=gelu)
+        y = self.kernel.linear(x, weight, bias, gelu=gelu == "none")
+        return y if gelu in (None, "none") else F.gelu(y, approximate=gelu)
 
     def fits(self, transformer) -> bool:
         return transformer.width % self.kernel.BLOCK == 0 and all(
@@ -103,10 +103,9 @@ class CausalTextTower(open_clip.transformer.Transformer):
         # Installed on causal text towers only, which open_clip always calls with the causal mask.
         return self.kernel.causal_tower(x, self.tower_tensors, self.heads, self.eps)
 
-    def pooled(self, model, tokens):
-        """open_clip's text path up to the projection in one call, for token ids cut after the last
-        end-of-text token: the embeddings, this tower, and the final layer norm of each text's
-        end-of-text row."""
+    def encode(self, model, tokens):
+        """open_clip's encode_text, normalised, in one call: the tower runs up to the last end-of-text
+        token only (it is causal and pools there, so the padding after it cannot change the result)."""
         norm = model.ln_final
         return self.kernel.encode_text(
             tokens,
@@ -118,12 +117,14 @@ class CausalTextTower(open_clip.transformer.Transformer):
             norm.weight,
             norm.bias,
             norm.eps,
+            model.text_projection,
         )
 
     @staticmethod
-    def pools(model) -> bool:
-        """Whether `pooled` does exactly what the model's own text path does."""
+    def encodes(model) -> bool:
+        """Whether `encode` does exactly what the model's own text path does."""
         norm = model.ln_final
+        projection = model.text_projection
         return (
             type(model.transformer) is CausalTextTower
             and type(model.token_embedding) is torch.nn.Embedding
@@ -131,6 +132,9 @@ class CausalTextTower(open_clip.transformer.Transformer):
             and norm.elementwise_affine
             and norm.bias is not None
             and model.positional_embedding.dtype == torch.float32
+            and isinstance(projection, torch.Tensor)
+            and projection.dtype == torch.float32
+            and projection.dim() == 2
         )
 
 

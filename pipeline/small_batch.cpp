@@ -1,10 +1,10 @@
 // y = x W^T + b for the few rows of a text query, streaming the weights once, and a text query's
-// whole way from token ids to its pooled vector around it (issue #4).
+// whole way from token ids to its normalised vector around it (issue #4).
 //
 // A query is about 8 token vectors, so a linear layer's time is reading its weight matrix: oneDNN
 // reads it at 8-17 GB/s on a 2-core AMD EPYC, this loop at 20 GB/s on one core and 26-40 GB/s on two.
 // The weights are packed once in column blocks of 32 ([N/32][K][32]), so that each block streams
-// from memory in order while 8 rows x 32 columns of sums stay in the 16 AVX-512 registers. The
+// from memory in order while 8 rows x 32 columns of sums stay in 16 AVX-512 registers. The
 // opt-in bf16 text tower packs them as bf16 (half the bytes) and sums in fp32 all the same.
 //
 // Also the bf16 image tower's attention (attention(), further down), whose 50 positions torch's
@@ -22,7 +22,7 @@
 #include <vector>
 
 constexpr int64_t BLOCK = 32;
-constexpr int64_t MAX_ROWS = 8;  // 9 or more rows spill the sums out of the registers
+constexpr int64_t MAX_ROWS = 8;  // 9-12 rows in one pass took 20-35% longer than two passes
 
 // Every query streams all the weights from memory. In 2 MB pages the prefetchers run on without a
 // page walk every 4 KB: 10-20% faster on the 2-core EPYC. Mapped here rather than taken from malloc,
@@ -58,6 +58,43 @@ torch::Tensor pack(const torch::Tensor& weight, bool bf16) {
   return packed;
 }
 
+// e^x for x <= 0 (softmax after subtracting the row's highest score, GELU's e^-z^2): Cephes' expf
+// polynomial, relative error about 1e-7, scaled by 2^n in one instruction.
+static inline __m512 exp_of_non_positive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f}) {
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+  }
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+// torch's erf GELU, x/2 (1 + erf(x/sqrt 2)), with the erf of its vectorised kernel (Abramowitz and
+// Stegun 7.1.26, error under 1.5e-7).
+static inline __m512 gelu(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752440f));
+  const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), _mm512_abs_ps(z), one));
+  __m512 r = _mm512_fmadd_ps(_mm512_set1_ps(1.061405429f), t, _mm512_set1_ps(-1.453152027f));
+  r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(1.421413741f));
+  r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-0.284496736f));
+  r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.254829592f));
+  const __m512 e = exp_of_non_positive(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(z, z)));
+  const __m512 size = _mm512_fnmadd_ps(_mm512_mul_ps(e, t), r, one);  // 1 - t r e^-z^2 = erf(|z|)
+  const __m512i sign = _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(INT32_MIN));
+  const __m512 erf = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(size), sign));
+  return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)), _mm512_add_ps(one, erf));
+}
+
+// What a linear layer does with its sums: store them, store their GELU, or add them to the output
+// (a residual connection).
+enum class Then { Store, Gelu, AddTo };
+
 static inline void load_block(const float* w, __m512& w0, __m512& w1) {
   w0 = _mm512_loadu_ps(w);
   w1 = _mm512_loadu_ps(w + 16);
@@ -69,7 +106,7 @@ static inline void load_block(const uint16_t* w, __m512& w0, __m512& w1) {
   w1 = _mm512_castsi512_ps(_mm512_and_si512(both, _mm512_set1_epi32(0xFFFF0000)));
 }
 
-template <int ROWS, typename WEIGHT>
+template <Then THEN, int ROWS, typename WEIGHT>
 static void rows_times_block(const float* x, int64_t k, const WEIGHT* w, const float* bias, float* y, int64_t n) {
   __m512 sums[ROWS][2];
   for (int r = 0; r < ROWS; ++r) {
@@ -86,21 +123,25 @@ static void rows_times_block(const float* x, int64_t k, const WEIGHT* w, const f
     }
   }
   for (int r = 0; r < ROWS; ++r) {
-    _mm512_storeu_ps(y + r * n, sums[r][0]);
-    _mm512_storeu_ps(y + r * n + 16, sums[r][1]);
+    for (int half = 0; half < 2; ++half) {
+      float* out = y + r * n + 16 * half;
+      if constexpr (THEN == Then::Gelu) sums[r][half] = gelu(sums[r][half]);
+      if constexpr (THEN == Then::AddTo) sums[r][half] = _mm512_add_ps(_mm512_loadu_ps(out), sums[r][half]);
+      _mm512_storeu_ps(out, sums[r][half]);
+    }
   }
 }
 
-template <int ROWS, typename WEIGHT>
+template <Then THEN, int ROWS, typename WEIGHT>
 static void some_rows_times_block(int64_t rows, const float* x, int64_t k, const WEIGHT* w, const float* bias, float* y,
                                   int64_t n) {
   if constexpr (ROWS > 1) {
-    if (rows < ROWS) return some_rows_times_block<ROWS - 1>(rows, x, k, w, bias, y, n);
+    if (rows < ROWS) return some_rows_times_block<THEN, ROWS - 1>(rows, x, k, w, bias, y, n);
   }
-  rows_times_block<ROWS>(x, k, w, bias, y, n);
+  rows_times_block<THEN, ROWS>(x, k, w, bias, y, n);
 }
 
-template <typename WEIGHT>
+template <Then THEN, typename WEIGHT>
 static void linear_into(const float* X, int64_t m, int64_t k, const WEIGHT* W, int64_t blocks, const float* B,
                         float* Y) {
   const int64_t n = blocks * BLOCK;
@@ -110,30 +151,43 @@ static void linear_into(const float* X, int64_t m, int64_t k, const WEIGHT* W, i
   at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
     for (int64_t b = first; b < last; ++b) {
       for (int64_t r = 0; r < m; r += per_pass) {
-        some_rows_times_block<MAX_ROWS>(std::min(per_pass, m - r), X + r * k, k, W + b * k * BLOCK, B + b * BLOCK,
-                                        Y + r * n + b * BLOCK, n);
+        some_rows_times_block<THEN, MAX_ROWS>(std::min(per_pass, m - r), X + r * k, k, W + b * k * BLOCK,
+                                              B + b * BLOCK, Y + r * n + b * BLOCK, n);
       }
     }
   });
 }
 
-torch::Tensor linear(const torch::Tensor& input, const torch::Tensor& packed, const torch::Tensor& bias) {
+// out = x packed^T + bias, then THEN; x contiguous, out of x's rows and the weight's columns.
+template <Then THEN>
+static void linear_to(const torch::Tensor& x, const torch::Tensor& packed, const torch::Tensor& bias,
+                      torch::Tensor& out) {
   const bool bf16 = packed.scalar_type() == torch::kBFloat16;
-  TORCH_CHECK(input.scalar_type() == torch::kFloat && (bf16 || packed.scalar_type() == torch::kFloat) &&
+  TORCH_CHECK(x.scalar_type() == torch::kFloat && (bf16 || packed.scalar_type() == torch::kFloat) &&
                   bias.scalar_type() == torch::kFloat, "float32 tensors (the packed weight may be bf16)");
   TORCH_CHECK(packed.dim() == 3 && packed.size(2) == BLOCK && packed.is_contiguous(), "a weight from pack()");
-  const auto x = input.contiguous();
   const int64_t k = x.size(-1), m = x.numel() / k, blocks = packed.size(0);
   TORCH_CHECK(packed.size(1) == k && bias.numel() == blocks * BLOCK && bias.is_contiguous(), "shapes do not match");
-  auto sizes = x.sizes().vec();
-  sizes.back() = blocks * BLOCK;
-  auto out = torch::empty(sizes, x.options());
+  TORCH_CHECK(x.is_contiguous() && out.is_contiguous() && out.numel() == m * blocks * BLOCK,
+              "contiguous rows and an output of their columns");
   const float *X = x.data_ptr<float>(), *B = bias.data_ptr<float>();
   if (bf16) {
-    linear_into(X, m, k, reinterpret_cast<const uint16_t*>(packed.data_ptr<at::BFloat16>()), blocks, B,
-                out.data_ptr<float>());
+    linear_into<THEN>(X, m, k, reinterpret_cast<const uint16_t*>(packed.data_ptr<at::BFloat16>()), blocks, B,
+                      out.data_ptr<float>());
   } else {
-    linear_into(X, m, k, packed.data_ptr<float>(), blocks, B, out.data_ptr<float>());
+    linear_into<THEN>(X, m, k, packed.data_ptr<float>(), blocks, B, out.data_ptr<float>());
+  }
+}
+
+torch::Tensor linear(const torch::Tensor& input, const torch::Tensor& packed, const torch::Tensor& bias, bool gelu) {
+  const auto x = input.contiguous();
+  auto sizes = x.sizes().vec();
+  sizes.back() = packed.size(0) * BLOCK;
+  auto out = torch::empty(sizes, x.options());
+  if (gelu) {
+    linear_to<Then::Gelu>(x, packed, bias, out);
+  } else {
+    linear_to<Then::Store>(x, packed, bias, out);
   }
   return out;
 }
@@ -195,7 +249,7 @@ torch::Tensor causal_tower(const torch::Tensor& input, const std::vector<torch::
   TORCH_CHECK(input.dim() == 3 && input.scalar_type() == torch::kFloat, "a [batch, length, width] float32 input");
   TORCH_CHECK(blocks.size() % 12 == 0, "12 tensors per block");
   for (size_t i = 0; i < blocks.size(); ++i) {
-    const bool weight = i % 12 == 2 || i % 12 == 4 || i % 12 == 8 || i % 12 == 10;  // linear() checks those
+    const bool weight = i % 12 == 2 || i % 12 == 4 || i % 12 == 8 || i % 12 == 10;  // linear_to() checks those
     TORCH_CHECK(blocks[i].is_contiguous() && (weight || blocks[i].scalar_type() == torch::kFloat),
                 "contiguous float32 tensors");
   }
@@ -208,70 +262,74 @@ torch::Tensor causal_tower(const torch::Tensor& input, const std::vector<torch::
     TORCH_CHECK(p[0].numel() == width && p[6].numel() == width, "layer norms of the tower's width");
     layer_norm(x.data_ptr<float>(), p[0].data_ptr<float>(), p[1].data_ptr<float>(), eps, rows, width,
                normed.data_ptr<float>());
-    const auto qkv = linear(normed, p[2], p[3]);
-    TORCH_CHECK(qkv.size(-1) == 3 * width, "a qkv projection of three widths");
+    auto qkv = torch::empty({batch, length, 3 * width}, x.options());
+    linear_to<Then::Store>(normed, p[2], p[3], qkv);
     causal_attention(qkv.data_ptr<float>(), batch, length, width, heads, attended.data_ptr<float>());
-    x.add_(linear(attended, p[4], p[5]));
+    linear_to<Then::AddTo>(attended, p[4], p[5], x);
     layer_norm(x.data_ptr<float>(), p[6].data_ptr<float>(), p[7].data_ptr<float>(), eps, rows, width,
                normed.data_ptr<float>());
-    auto hidden = linear(normed, p[8], p[9]);
-    at::gelu_(hidden);  // torch's vectorised erf GELU: std::erf, one value at a time, took 1 ms a query
-    x.add_(linear(hidden, p[10], p[11]));
+    // The MLP's GELU is applied to the sums in registers: torch's own took 0.3-0.4 ms a query.
+    auto hidden = torch::empty({batch, length, p[8].size(0) * BLOCK}, x.options());
+    linear_to<Then::Gelu>(normed, p[8], p[9], hidden);
+    linear_to<Then::AddTo>(hidden, p[10], p[11], x);
   }
   return x;
 }
 
-// A text's vector before its projection, from its token ids ([batch, length], cut after the last
-// end-of-text token): embeddings, the tower, and the final layer norm of each text's end-of-text row
-// (its highest token id: open_clip's argmax pooling). Each small step in Python had cost about
-// 0.1 ms, run with cold caches after the weights streamed through.
+// open_clip's encode_text, normalised, for [batch, context] token ids: the embeddings, the tower up
+// to the last end-of-text token (the tower is causal and pools there, so the padding after it cannot
+// change the result), the final layer norm of each text's end-of-text row (its highest token id:
+// open_clip's argmax pooling), the projection and the normalisation. After the weights have streamed
+// through the caches, each step in Python had cost 0.1-0.4 ms.
 torch::Tensor encode_text(const torch::Tensor& tokens, const torch::Tensor& token_embedding,
                           const torch::Tensor& positional, const std::vector<torch::Tensor>& blocks, int64_t heads,
                           double eps, const torch::Tensor& final_weight, const torch::Tensor& final_bias,
-                          double final_eps) {
-  TORCH_CHECK(tokens.dim() == 2 && tokens.scalar_type() == torch::kLong, "[batch, length] token ids");
-  for (const auto* tensor : {&token_embedding, &positional, &final_weight, &final_bias}) {
+                          double final_eps, const torch::Tensor& projection) {
+  TORCH_CHECK(tokens.dim() == 2 && tokens.scalar_type() == torch::kLong, "[batch, context] token ids");
+  for (const auto* tensor : {&token_embedding, &positional, &final_weight, &final_bias, &projection}) {
     TORCH_CHECK(tensor->is_contiguous() && tensor->scalar_type() == torch::kFloat, "contiguous float32 tensors");
   }
   const auto ids = tokens.contiguous();
-  const int64_t batch = ids.size(0), length = ids.size(1), width = token_embedding.size(1);
-  const int64_t vocabulary = token_embedding.size(0);
-  TORCH_CHECK(length >= 1 && positional.size(0) >= length && positional.size(1) == width, "positions of the width");
+  const int64_t batch = ids.size(0), context = ids.size(1), width = token_embedding.size(1);
+  const int64_t vocabulary = token_embedding.size(0), dimension = projection.size(1);
+  TORCH_CHECK(context >= 1 && positional.size(0) >= context && positional.size(1) == width, "positions of the width");
   TORCH_CHECK(final_weight.numel() == width && final_bias.numel() == width, "a final layer norm of the width");
+  TORCH_CHECK(projection.dim() == 2 && projection.size(0) == width, "a [width, dimension] projection");
   const int64_t* id = ids.data_ptr<int64_t>();
+  std::vector<int64_t> ends(batch);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t* text = id + b * context;
+    ends[b] = std::max_element(text, text + context) - text;  // the first highest, as argmax
+  }
+  const int64_t length = batch ? *std::max_element(ends.begin(), ends.end()) + 1 : 0;
   auto x = torch::empty({batch, length, width}, token_embedding.options());
   float* row = x.data_ptr<float>();
-  for (int64_t t = 0; t < batch * length; ++t, row += width) {
-    TORCH_CHECK(id[t] >= 0 && id[t] < vocabulary, "a token id outside the vocabulary");
-    const float *embedding = token_embedding.data_ptr<float>() + id[t] * width,
-                *position = positional.data_ptr<float>() + (t % length) * width;
-    for (int64_t i = 0; i < width; ++i) row[i] = embedding[i] + position[i];
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t t = 0; t < length; ++t, row += width) {
+      const int64_t token = id[b * context + t];
+      TORCH_CHECK(token >= 0 && token < vocabulary, "a token id outside the vocabulary");
+      const float *embedding = token_embedding.data_ptr<float>() + token * width,
+                  *position = positional.data_ptr<float>() + t * width;
+      for (int64_t i = 0; i < width; ++i) row[i] = embedding[i] + position[i];
+    }
   }
   x = causal_tower(x, blocks, heads, eps);
-  auto pooled = torch::empty({batch, width}, x.options());
+  auto out = torch::zeros({batch, dimension}, x.options());
+  std::vector<float> pooled(width);
+  const float* project = projection.data_ptr<float>();
   for (int64_t b = 0; b < batch; ++b) {
-    const int64_t* text = id + b * length;
-    const int64_t end = std::max_element(text, text + length) - text;  // the first highest, as argmax
-    layer_norm(x.data_ptr<float>() + (b * length + end) * width, final_weight.data_ptr<float>(),
-               final_bias.data_ptr<float>(), final_eps, 1, width, pooled.data_ptr<float>() + b * width);
+    layer_norm(x.data_ptr<float>() + (b * length + ends[b]) * width, final_weight.data_ptr<float>(),
+               final_bias.data_ptr<float>(), final_eps, 1, width, pooled.data());
+    float* y = out.data_ptr<float>() + b * dimension;
+    for (int64_t i = 0; i < width; ++i) {
+      for (int64_t j = 0; j < dimension; ++j) y[j] += pooled[i] * project[i * dimension + j];
+    }
+    double squares = 0;
+    for (int64_t j = 0; j < dimension; ++j) squares += double(y[j]) * y[j];
+    const float norm = float(std::max(std::sqrt(squares), 1e-12));  // F.normalize's eps
+    for (int64_t j = 0; j < dimension; ++j) y[j] /= norm;
   }
-  return pooled;
-}
-
-// e^x for x <= 0 (softmax after subtracting the row's highest score): Cephes' expf polynomial,
-// relative error about 1e-7, scaled by 2^n in one instruction.
-static inline __m512 exp_of_non_positive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f}) {
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-  }
-  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, n);
+  return out;
 }
 
 static inline __m512 bf16_to_float(const void* from) {
@@ -404,10 +462,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.attr("BLOCK") = BLOCK;
   module.def("pack", &pack, "a [N, K] weight in the column blocks linear() reads, as float32 or bf16",
              pybind11::arg("weight"), pybind11::arg("bf16") = false, without_gil);
-  module.def("linear", &linear, "input @ weight.T + bias with a weight from pack()", without_gil);
+  module.def("linear", &linear, "input @ weight.T + bias with a weight from pack(), then the erf GELU if gelu",
+             pybind11::arg("input"), pybind11::arg("weight"), pybind11::arg("bias"), pybind11::arg("gelu") = false,
+             without_gil);
   module.def("causal_tower", &causal_tower, "a causal text tower's blocks over a [batch, length, width] input",
              without_gil);
   module.def("attention", &attention, "attention over a bf16 [batch, length, 3 * width] qkv, in fp32", without_gil);
-  module.def("encode_text", &encode_text, "token ids to the pooled, normed vectors before the projection",
+  module.def("encode_text", &encode_text, "token ids to open_clip's normalised text vectors",
              without_gil);
 }

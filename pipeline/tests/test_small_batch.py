@@ -34,6 +34,19 @@ def test_the_kernel_computes_torch_s_linear_layer(rows, inputs, outputs):
 
 
 @needs_avx512
+def test_the_kernel_s_gelu_is_torch_s_erf_gelu_over_its_whole_range():
+    # An identity layer, so the GELU sees exactly these values: both tails, zero, and the steep middle.
+    x = torch.cat([torch.linspace(-40, 40, 4001), torch.tensor([0.0, -0.0, 1e-30, -1e-30, 88.0, -88.0])])
+    x = torch.nn.functional.pad(x, (0, -len(x) % 32)).reshape(-1, 32)
+    kernel = SmallBatch(small_batch.load())
+
+    y = kernel.linear(x, kernel.pack(torch.eye(32)), torch.zeros(32), "none")
+
+    assert torch.allclose(y, torch.nn.functional.gelu(x), atol=1e-6, rtol=1e-6)
+    assert torch.isfinite(y).all()
+
+
+@needs_avx512
 @pytest.mark.parametrize("rows", [1, 3, 8, 9])
 def test_bf16_weights_are_summed_in_fp32(rows):
     generator = torch.Generator().manual_seed(rows)
@@ -61,7 +74,10 @@ def test_the_kernel_refuses_what_it_cannot_compute():
         compiled.linear(torch.ones(1, 9), compiled.pack(torch.ones(32, 8)), torch.ones(32))
     with pytest.raises(RuntimeError, match="vocabulary"):
         embedding, norm = torch.zeros(10, 32), torch.ones(32)
-        compiled.encode_text(torch.tensor([[3, 10]]), embedding, torch.zeros(4, 32), [], 1, 1e-5, norm, norm, 1e-5)
+        projection = torch.zeros(32, 16)
+        compiled.encode_text(
+            torch.tensor([[3, 10]]), embedding, torch.zeros(4, 32), [], 1, 1e-5, norm, norm, 1e-5, projection
+        )
     with pytest.raises(RuntimeError, match="float32"):
         compiled.linear(torch.ones(1, 8, dtype=torch.float64), compiled.pack(torch.ones(32, 8)), torch.ones(32))
 
@@ -168,7 +184,7 @@ def test_text_queries_go_from_token_ids_to_the_pooled_vector_in_one_call():
     naive = Encoder(ModelSpec("meepo-tiny", None), optimised=False)
     texts = ["fork", "a fluffy pink cat on a tv"]  # two lengths: each text pools at its own end
 
-    assert CausalTextTower.pools(encoder.model) and not CausalTextTower.pools(naive.model)
+    assert CausalTextTower.encodes(encoder.model) and not CausalTextTower.encodes(naive.model)
     assert abs(encoder.encode_texts(texts) - naive.encode_texts(texts)).max() < 1e-5
 
 
@@ -183,7 +199,7 @@ def test_the_opt_in_bf16_text_tower_reads_bf16_weights_and_keeps_the_one_call(se
     naive = Encoder(ModelSpec("meepo-tiny", None), optimised=False)
 
     block = encoder.model.transformer.resblocks[0]
-    assert CausalTextTower.pools(encoder.model) and block.mlp.c_fc.weight.dtype == torch.bfloat16
+    assert CausalTextTower.encodes(encoder.model) and block.mlp.c_fc.weight.dtype == torch.bfloat16
     assert block.ln_1.weight.dtype == torch.float32  # everything but the linear weights stays fp32
     cosines = (encoder.encode_texts(texts) * naive.encode_texts(texts)).sum(axis=1)
     assert cosines.min() >= 0.999
