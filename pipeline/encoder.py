@@ -136,10 +136,12 @@ class Encoder:
         # The kernel's one call from token ids to normalised vectors: each torch operation after the
         # text tower cost 0.1-0.4 ms, its caches cold from the 150 MB of weights streamed through.
         self.text_in_one_call = CausalTextTower.encodes(model)
+        self.tokenizer = open_clip.get_tokenizer(spec.name)
+        if self.text_in_one_call and isinstance(getattr(self.tokenizer, "sot_token_id", None), int):
+            model.transformer.remember_start(model, self.tokenizer.sot_token_id)
         self.preprocess = preprocess
         # The unoptimised encoder (the tests' and the benchmark's reference) keeps the plain preprocess.
         self.recipe = Recipe.of(preprocess) if optimised else None
-        self.tokenizer = open_clip.get_tokenizer(spec.name)
         self.image_size = _image_size(preprocess)
         self.dimension = int(model.text_projection.shape[1] if hasattr(model, "text_projection") else 0) or int(
             self.encode_texts(["a"]).shape[1]

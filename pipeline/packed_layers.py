@@ -98,6 +98,17 @@ class CausalTextTower(open_clip.transformer.Transformer):
     """A causal text tower whose blocks run in one call to the small-batch kernel."""
 
     tower_tensors: list[torch.Tensor]
+    start_token = -1
+    start = torch.empty(0)
+
+    def remember_start(self, model, token: int) -> None:
+        """Keep the keys and values of the start-of-text token at position 0, which every query
+        begins with and no later token changes (the tower is causal): each query then runs one
+        position fewer, the same result bit for bit."""
+        self.start = self.kernel.start_of_text(
+            token, model.token_embedding.weight, model.positional_embedding, self.tower_tensors, self.heads, self.eps
+        )
+        self.start_token = token
 
     def forward(self, x, attn_mask=None):
         # Installed on causal text towers only, which open_clip always calls with the causal mask.
@@ -118,6 +129,8 @@ class CausalTextTower(open_clip.transformer.Transformer):
             norm.bias,
             norm.eps,
             model.text_projection,
+            self.start_token,
+            self.start,
         )
 
     @staticmethod

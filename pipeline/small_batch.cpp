@@ -206,32 +206,46 @@ static void layer_norm(const float* x, const float* weight, const float* bias, d
   }
 }
 
-// Each position attends to itself and the positions before it: qkv [batch, length, 3 * width].
-static void causal_attention(const float* qkv, int64_t batch, int64_t length, int64_t width, int64_t heads,
-                             float* out) {
+// q . k over n floats in a fixed order (16 lanes, then across them). A compiler-vectorised loop may
+// add up differently where it is inlined, and skipping the start token must not change a bit.
+static inline float dot(const float* q, const float* k, int64_t n) {
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t d = 0; d < n; d += 16) {
+    const __mmask16 real = n - d >= 16 ? 0xFFFF : (1u << (n - d)) - 1;
+    sum = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(real, q + d), _mm512_maskz_loadu_ps(real, k + d), sum);
+  }
+  return _mm512_reduce_add_ps(sum);
+}
+
+// Each position attends to itself and the positions before it. qkv [batch, length, 3 * width]
+// holds positions that follow `before` earlier ones, the same for every text, whose keys and values
+// are in earlier [before, 2 * width].
+static void causal_attention(const float* qkv, const float* earlier, int64_t before, int64_t batch, int64_t length,
+                             int64_t width, int64_t heads, float* out) {
   const int64_t head = width / heads, stride = 3 * width;
   const float scale = 1.0f / std::sqrt(float(head));
-  std::vector<float> weights(length);
+  std::vector<float> weights(before + length);
   for (int64_t b = 0; b < batch; ++b) {
     const float* sequence = qkv + b * length * stride;
+    // Position j's key; its value follows it by a width in both layouts.
+    auto key = [&](int64_t j) {
+      return j < before ? earlier + j * 2 * width : sequence + (j - before) * stride + width;
+    };
     for (int64_t h = 0; h < heads; ++h) {
       for (int64_t i = 0; i < length; ++i) {
         const float* q = sequence + i * stride + h * head;
+        const int64_t seen = before + i + 1;
         float highest = -INFINITY;
-        for (int64_t j = 0; j <= i; ++j) {
-          const float* k = sequence + j * stride + width + h * head;
-          float dot = 0;
-#pragma omp simd reduction(+ : dot)
-          for (int64_t d = 0; d < head; ++d) dot += q[d] * k[d];
-          weights[j] = dot * scale;
+        for (int64_t j = 0; j < seen; ++j) {
+          weights[j] = dot(q, key(j) + h * head, head) * scale;
           highest = std::max(highest, weights[j]);
         }
         float total = 0;
-        for (int64_t j = 0; j <= i; ++j) total += weights[j] = std::exp(weights[j] - highest);
+        for (int64_t j = 0; j < seen; ++j) total += weights[j] = std::exp(weights[j] - highest);
         float* o = out + (b * length + i) * width + h * head;
         std::fill(o, o + head, 0.0f);
-        for (int64_t j = 0; j <= i; ++j) {
-          const float* v = sequence + j * stride + 2 * width + h * head;
+        for (int64_t j = 0; j < seen; ++j) {
+          const float* v = key(j) + width + h * head;
           const float weight = weights[j] / total;
           for (int64_t d = 0; d < head; ++d) o[d] += weight * v[d];
         }
@@ -244,8 +258,10 @@ static void causal_attention(const float* qkv, int64_t batch, int64_t length, in
 // ln_1 weight and bias, packed qkv weight and bias, packed out weight and bias, ln_2 weight and
 // bias, packed c_fc weight and bias, packed c_proj weight and bias. Between the linear layers a
 // query's work is small, and Python's per-operation overhead was 15-20% of it.
-torch::Tensor causal_tower(const torch::Tensor& input, const std::vector<torch::Tensor>& blocks, int64_t heads,
-                           double eps) {
+// The input's positions follow `before` earlier ones whose keys and values are in earlier
+// [blocks, before, 2 * width]; a single text's own are written to keep [blocks, length, 2 * width].
+static torch::Tensor run_tower(const torch::Tensor& input, const std::vector<torch::Tensor>& blocks, int64_t heads,
+                               double eps, const float* earlier, int64_t before, float* keep) {
   TORCH_CHECK(input.dim() == 3 && input.scalar_type() == torch::kFloat, "a [batch, length, width] float32 input");
   TORCH_CHECK(blocks.size() % 12 == 0, "12 tensors per block");
   for (size_t i = 0; i < blocks.size(); ++i) {
@@ -256,15 +272,24 @@ torch::Tensor causal_tower(const torch::Tensor& input, const std::vector<torch::
   auto x = input.contiguous().clone();
   const int64_t batch = x.size(0), length = x.size(1), width = x.size(2), rows = batch * length;
   TORCH_CHECK(width % heads == 0, "width must split into the heads");
+  TORCH_CHECK(!keep || batch == 1, "keys and values are kept for a single text");
   auto normed = torch::empty_like(x), attended = torch::empty_like(x);
   for (size_t i = 0; i < blocks.size(); i += 12) {
     const auto* p = &blocks[i];
+    const int64_t block = i / 12;
     TORCH_CHECK(p[0].numel() == width && p[6].numel() == width, "layer norms of the tower's width");
     layer_norm(x.data_ptr<float>(), p[0].data_ptr<float>(), p[1].data_ptr<float>(), eps, rows, width,
                normed.data_ptr<float>());
     auto qkv = torch::empty({batch, length, 3 * width}, x.options());
     linear_to<Then::Store>(normed, p[2], p[3], qkv);
-    causal_attention(qkv.data_ptr<float>(), batch, length, width, heads, attended.data_ptr<float>());
+    if (keep) {
+      for (int64_t t = 0; t < length; ++t) {
+        const float* key = qkv.data_ptr<float>() + t * 3 * width + width;
+        std::copy(key, key + 2 * width, keep + (block * length + t) * 2 * width);
+      }
+    }
+    causal_attention(qkv.data_ptr<float>(), earlier ? earlier + block * before * 2 * width : nullptr, before, batch,
+                     length, width, heads, attended.data_ptr<float>());
     linear_to<Then::AddTo>(attended, p[4], p[5], x);
     layer_norm(x.data_ptr<float>(), p[6].data_ptr<float>(), p[7].data_ptr<float>(), eps, rows, width,
                normed.data_ptr<float>());
@@ -276,6 +301,24 @@ torch::Tensor causal_tower(const torch::Tensor& input, const std::vector<torch::
   return x;
 }
 
+torch::Tensor causal_tower(const torch::Tensor& input, const std::vector<torch::Tensor>& blocks, int64_t heads,
+                           double eps) {
+  return run_tower(input, blocks, heads, eps, nullptr, 0, nullptr);
+}
+
+// The keys and values ([blocks, 1, 2 * width]) of a text's first token at its first position: the
+// start-of-text token every query begins with. No later position changes them (the tower is
+// causal), so encode_text takes them from here instead of computing them again for each query.
+torch::Tensor start_of_text(int64_t token, const torch::Tensor& token_embedding, const torch::Tensor& positional,
+                            const std::vector<torch::Tensor>& blocks, int64_t heads, double eps) {
+  TORCH_CHECK(token >= 0 && token < token_embedding.size(0), "a token id outside the vocabulary");
+  const int64_t width = token_embedding.size(1);
+  auto x = (token_embedding[token] + positional[0]).reshape({1, 1, width});
+  auto kept = torch::empty({int64_t(blocks.size() / 12), 1, 2 * width}, x.options());
+  run_tower(x, blocks, heads, eps, nullptr, 0, kept.data_ptr<float>());
+  return kept;
+}
+
 // open_clip's encode_text, normalised, for [batch, context] token ids: the embeddings, the tower up
 // to the last end-of-text token (the tower is causal and pools there, so the padding after it cannot
 // change the result), the final layer norm of each text's end-of-text row (its highest token id:
@@ -284,7 +327,8 @@ torch::Tensor causal_tower(const torch::Tensor& input, const std::vector<torch::
 torch::Tensor encode_text(const torch::Tensor& tokens, const torch::Tensor& token_embedding,
                           const torch::Tensor& positional, const std::vector<torch::Tensor>& blocks, int64_t heads,
                           double eps, const torch::Tensor& final_weight, const torch::Tensor& final_bias,
-                          double final_eps, const torch::Tensor& projection) {
+                          double final_eps, const torch::Tensor& projection, int64_t start_token,
+                          const torch::Tensor& start) {
   TORCH_CHECK(tokens.dim() == 2 && tokens.scalar_type() == torch::kLong, "[batch, context] token ids");
   for (const auto* tensor : {&token_embedding, &positional, &final_weight, &final_bias, &projection}) {
     TORCH_CHECK(tensor->is_contiguous() && tensor->scalar_type() == torch::kFloat, "contiguous float32 tensors");
@@ -302,10 +346,14 @@ torch::Tensor encode_text(const torch::Tensor& tokens, const torch::Tensor& toke
     ends[b] = std::max_element(text, text + context) - text;  // the first highest, as argmax
   }
   const int64_t length = batch ? *std::max_element(ends.begin(), ends.end()) + 1 : 0;
-  auto x = torch::empty({batch, length, width}, token_embedding.options());
+  // Texts that begin with the start token skip it: its keys and values come from start_of_text().
+  bool skip = start.numel() == int64_t(blocks.size() / 12) * 2 * width && start.is_contiguous();
+  for (int64_t b = 0; b < batch; ++b) skip = skip && id[b * context] == start_token && ends[b] > 0;
+  const int64_t first = skip ? 1 : 0;
+  auto x = torch::empty({batch, length - first, width}, token_embedding.options());
   float* row = x.data_ptr<float>();
   for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t t = 0; t < length; ++t, row += width) {
+    for (int64_t t = first; t < length; ++t, row += width) {
       const int64_t token = id[b * context + t];
       TORCH_CHECK(token >= 0 && token < vocabulary, "a token id outside the vocabulary");
       const float *embedding = token_embedding.data_ptr<float>() + token * width,
@@ -313,12 +361,12 @@ torch::Tensor encode_text(const torch::Tensor& tokens, const torch::Tensor& toke
       for (int64_t i = 0; i < width; ++i) row[i] = embedding[i] + position[i];
     }
   }
-  x = causal_tower(x, blocks, heads, eps);
+  x = run_tower(x, blocks, heads, eps, skip ? start.data_ptr<float>() : nullptr, first, nullptr);
   auto out = torch::zeros({batch, dimension}, x.options());
   std::vector<float> pooled(width);
   const float* project = projection.data_ptr<float>();
   for (int64_t b = 0; b < batch; ++b) {
-    layer_norm(x.data_ptr<float>() + (b * length + ends[b]) * width, final_weight.data_ptr<float>(),
+    layer_norm(x.data_ptr<float>() + (b * (length - first) + ends[b] - first) * width, final_weight.data_ptr<float>(),
                final_bias.data_ptr<float>(), final_eps, 1, width, pooled.data());
     float* y = out.data_ptr<float>() + b * dimension;
     for (int64_t i = 0; i < width; ++i) {
@@ -466,6 +514,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
              pybind11::arg("input"), pybind11::arg("weight"), pybind11::arg("bias"), pybind11::arg("gelu") = false,
              without_gil);
   module.def("causal_tower", &causal_tower, "a causal text tower's blocks over a [batch, length, width] input",
+             without_gil);
+  module.def("start_of_text", &start_of_text, "the keys and values of a text's first token at its first position",
              without_gil);
   module.def("attention", &attention, "attention over a bf16 [batch, length, 3 * width] qkv, in fp32", without_gil);
   module.def("encode_text", &encode_text, "token ids to open_clip's normalised text vectors",

@@ -76,7 +76,7 @@ def test_the_kernel_refuses_what_it_cannot_compute():
         embedding, norm = torch.zeros(10, 32), torch.ones(32)
         projection = torch.zeros(32, 16)
         compiled.encode_text(
-            torch.tensor([[3, 10]]), embedding, torch.zeros(4, 32), [], 1, 1e-5, norm, norm, 1e-5, projection
+            torch.tensor([[3, 10]]), embedding, torch.zeros(4, 32), [], 1, 1e-5, norm, norm, 1e-5, projection, -1, norm
         )
     with pytest.raises(RuntimeError, match="float32"):
         compiled.linear(torch.ones(1, 8, dtype=torch.float64), compiled.pack(torch.ones(32, 8)), torch.ones(32))
@@ -186,6 +186,23 @@ def test_text_queries_go_from_token_ids_to_the_pooled_vector_in_one_call():
 
     assert CausalTextTower.encodes(encoder.model) and not CausalTextTower.encodes(naive.model)
     assert abs(encoder.encode_texts(texts) - naive.encode_texts(texts)).max() < 1e-5
+
+
+@needs_avx512
+def test_queries_skip_the_start_token_with_the_same_result_bit_for_bit():
+    from pipeline.encoder import Encoder, ModelSpec
+
+    encoder = Encoder(ModelSpec("meepo-tiny", None))
+    tower = encoder.model.transformer
+    texts = ["fork", "a fluffy pink cat on a tv", ""]
+    assert tower.start_token == encoder.tokenizer.sot_token_id
+
+    skipping = encoder.encode_texts(texts)
+    remembered = tower.start
+    tower.start = torch.zeros_like(remembered)
+    assert not (encoder.encode_texts(texts) == skipping).all()  # the remembered keys and values are used
+    tower.start, tower.start_token = remembered, -1
+    assert (encoder.encode_texts(texts) == skipping).all()  # every position computed: the same bits
 
 
 @needs_avx512
