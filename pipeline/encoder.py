@@ -143,8 +143,9 @@ class Encoder:
         # The unoptimised encoder (the tests' and the benchmark's reference) keeps the plain preprocess.
         self.recipe = Recipe.of(preprocess) if optimised else None
         self.image_size = _image_size(preprocess)
-        self.dimension = int(model.text_projection.shape[1] if hasattr(model, "text_projection") else 0) or int(
-            self.encode_texts(["a"]).shape[1]
+        projection = getattr(model, "text_projection", None)
+        self.dimension = (
+            projection.shape[1] if isinstance(projection, torch.Tensor) else self.encode_texts(["a"]).shape[1]
         )
 
     @property
@@ -219,6 +220,10 @@ class Encoder:
     def encode_texts(self, texts: list[str]) -> "np.ndarray":  # noqa: F821
         import torch
 
+        if not texts:
+            import numpy as np
+
+            return np.zeros((0, self.dimension), dtype=np.float32)
         tokens = self.tokenizer(texts)
         if self.text_in_one_call:
             return self.model.transformer.encode(self.model, tokens).numpy()
@@ -291,6 +296,8 @@ def _encode_text_up_to_end(model, tokens):
     x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
     x = model.ln_final(x)
     x = text_global_pool(x, tokens, model.text_pool_type)
+    if model.text_projection is None:
+        return x
     if isinstance(model.text_projection, torch.nn.Linear):
         return model.text_projection(x)
     return x @ model.text_projection

@@ -140,6 +140,7 @@ class CausalTextTower(open_clip.transformer.Transformer):
         projection = model.text_projection
         return (
             type(model.transformer) is CausalTextTower
+            and getattr(model, "text_pool_type", None) == "argmax"
             and type(model.token_embedding) is torch.nn.Embedding
             and isinstance(norm, torch.nn.LayerNorm)
             and norm.elementwise_affine

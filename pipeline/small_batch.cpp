@@ -74,8 +74,9 @@ static inline __m512 exp_of_non_positive(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-// torch's erf GELU, x/2 (1 + erf(x/sqrt 2)), with the erf of its vectorised kernel (Abramowitz and
-// Stegun 7.1.26, error under 1.5e-7).
+// torch's erf GELU, x/2 (1 + erf(x/sqrt 2)), with the erf formula of its vectorised kernel
+// (Abramowitz and Stegun 7.1.26, error under 1.5e-7) around Cephes' exp instead of Sleef's: within
+// 1.2e-6 of torch's values, and closer to the exact GELU.
 static inline __m512 gelu(__m512 x) {
   const __m512 one = _mm512_set1_ps(1.0f);
   const __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752440f));
@@ -347,7 +348,7 @@ torch::Tensor encode_text(const torch::Tensor& tokens, const torch::Tensor& toke
   }
   const int64_t length = batch ? *std::max_element(ends.begin(), ends.end()) + 1 : 0;
   // Texts that begin with the start token skip it: its keys and values come from start_of_text().
-  bool skip = start.numel() == int64_t(blocks.size() / 12) * 2 * width && start.is_contiguous();
+  bool skip = batch > 0 && start.numel() == int64_t(blocks.size() / 12) * 2 * width && start.is_contiguous();
   for (int64_t b = 0; b < batch; ++b) skip = skip && id[b * context] == start_token && ends[b] > 0;
   const int64_t first = skip ? 1 : 0;
   auto x = torch::empty({batch, length - first, width}, token_embedding.options());

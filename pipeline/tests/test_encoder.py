@@ -91,6 +91,12 @@ def test_text_encoding_stops_at_the_end_token_without_changing_the_result():
     assert np.abs(encoder.encode_texts(texts) - reference).max() < 1e-5
 
 
+def test_no_texts_give_no_vectors():
+    encoder = get_encoder()
+
+    assert encoder.encode_texts([]).shape == (0, encoder.dimension)
+
+
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_each_cpu_image_precision_stays_close_to_fp32(settings, precision):
     settings.MEEPO_CPU_IMAGE_PRECISION = precision
