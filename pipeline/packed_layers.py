@@ -136,11 +136,12 @@ class CausalTextTower(open_clip.transformer.Transformer):
     @staticmethod
     def encodes(model) -> bool:
         """Whether `encode` does exactly what the model's own text path does."""
+        if type(getattr(model, "transformer", None)) is not CausalTextTower:
+            return False  # models with another text tower (open_clip's CustomTextCLIP) have no ln_final
         norm = model.ln_final
         projection = model.text_projection
         return (
-            type(model.transformer) is CausalTextTower
-            and getattr(model, "text_pool_type", None) == "argmax"
+            getattr(model, "text_pool_type", None) == "argmax"
             and type(model.token_embedding) is torch.nn.Embedding
             and isinstance(norm, torch.nn.LayerNorm)
             and norm.elementwise_affine
