@@ -8,11 +8,15 @@ import multiprocessing
 import os
 
 bind = os.environ.get("MEEPO_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("MEEPO_WEB_WORKERS", max(2, multiprocessing.cpu_count())))
+# On a GPU host each worker would hold its own CUDA context and copy of the model on the GPU (about
+# 1 GB each for ViT-B-32): two workers, more threads. Asked of the driver, not of torch: CUDA must
+# not start before the fork.
+gpu_host = os.path.isdir("/proc/driver/nvidia/gpus") and os.environ.get("MEEPO_DEVICE", "auto") != "cpu"
+workers = int(os.environ.get("MEEPO_WEB_WORKERS", 2 if gpu_host else max(2, multiprocessing.cpu_count())))
 # Threads share the worker's one model and index; a search holds the GIL little (torch and FAISS
 # release it), so a few threads keep the CPU busy while others wait on the database or uploads.
 worker_class = "gthread"
-threads = int(os.environ.get("MEEPO_WEB_THREADS", 4))
+threads = int(os.environ.get("MEEPO_WEB_THREADS", 8 if gpu_host else 4))
 preload_app = False
 timeout = 120  # a starting worker loads the model
 graceful_timeout = 30

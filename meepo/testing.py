@@ -14,6 +14,9 @@ os.environ["MEEPO_CLIP_MODEL"] = "meepo-tiny"
 os.environ.pop("MEEPO_CLIP_PRETRAINED", None)
 os.environ["MEEPO_DATA_DIR"] = tempfile.mkdtemp(prefix="meepo-tests-")
 os.environ.setdefault("MEEPO_FETCH_HOST_DELAY", "0")
+# The suite checks the CPU paths (their kernels and precisions) on every machine, a GPU box too;
+# test_pixels.py checks the GPU's own step where there is one.
+os.environ.setdefault("MEEPO_DEVICE", "cpu")
 # Tests search far faster than a shopper; test_rate_limit.py turns the limit on where it is tested.
 os.environ.setdefault("MEEPO_RATE_LIMIT", "off")
 

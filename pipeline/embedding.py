@@ -79,7 +79,7 @@ def embed_catalog(
         report = EmbedReport(skipped=ItemImage.objects.count() - len(todo))
         encoder = encoder_factory() if todo else None
         if encoder is not None:
-            batch_size = settings.MEEPO_EMBED_BATCH_SIZE or (256 if encoder.on_gpu else 32)
+            batch_size = encoder.batch_size
             batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
             with ThreadPoolExecutor(max_workers=2) as pool, ThreadPoolExecutor(encoder.decoders) as decoders:
                 decode = partial(_decode_batch, encoder=encoder, decoders=decoders)

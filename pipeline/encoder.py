@@ -152,12 +152,17 @@ class Encoder:
     def on_gpu(self) -> bool:
         return self.device == "cuda"
 
+    @property
+    def batch_size(self) -> int:
+        """Photos per forward pass in embed_catalog (and the benchmark)."""
+        return settings.MEEPO_EMBED_BATCH_SIZE or (256 if self.on_gpu else 32)
+
     def _autocast(self):
         import contextlib
 
         import torch
 
-        if self.on_gpu:
+        if self.image_precision == "fp16":
             return torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext()
 
@@ -228,7 +233,8 @@ class Encoder:
         if self.text_in_one_call:
             return self.model.transformer.encode(self.model, tokens).numpy()
         tokens = tokens.to(self.device)
-        with torch.inference_mode(), self._autocast():
+        # fp32 on a GPU too: a text query costs the GPU next to nothing, and issue #4 asks for exact text.
+        with torch.inference_mode():
             if _can_truncate(self.model):
                 features = _encode_text_up_to_end(self.model, tokens)
             else:
@@ -320,7 +326,7 @@ def _image_precision(torch, device: str) -> str:
     Both hold the cosine bars of issue #4, measured by `manage.py benchmark`.
     """
     if device != "cpu":
-        return "fp32"
+        return "fp16"  # autocast
     wanted = settings.MEEPO_CPU_IMAGE_PRECISION
     if wanted == "auto":
         native_bf16 = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()

@@ -166,6 +166,7 @@ def route_transformer(transformer, *, causal: bool = False, weights: torch.dtype
     blocks = list(transformer.resblocks)
     plain = (
         bool(blocks)
+        and all(parameter.device.type == "cpu" for parameter in transformer.parameters())  # CPU kernels only
         and transformer.batch_first
         and all(
             type(block) is ResidualAttentionBlock

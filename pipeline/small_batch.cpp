@@ -46,7 +46,8 @@ static torch::Tensor in_huge_pages(std::vector<int64_t> sizes, torch::ScalarType
 
 // bf16 weights (MEEPO_CPU_TEXT_PRECISION=bf16) halve the bytes a query reads; the sums stay fp32.
 torch::Tensor pack(const torch::Tensor& weight, bool bf16) {
-  TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == torch::kFloat, "a 2-d float32 weight");
+  TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == torch::kFloat && weight.is_cpu(),
+              "a 2-d float32 CPU weight");
   TORCH_CHECK(weight.size(0) % BLOCK == 0, "out_features must be a multiple of ", BLOCK);
   const int64_t blocks = weight.size(0) / BLOCK, k = weight.size(1);
   auto packed = in_huge_pages({blocks, k, BLOCK}, bf16 ? torch::kBFloat16 : torch::kFloat);
@@ -171,6 +172,7 @@ static void linear_to(const torch::Tensor& x, const torch::Tensor& packed, const
   TORCH_CHECK(packed.size(1) == k && bias.numel() == blocks * BLOCK && bias.is_contiguous(), "shapes do not match");
   TORCH_CHECK(x.is_contiguous() && out.is_contiguous() && out.numel() == m * blocks * BLOCK,
               "contiguous rows and an output of their columns");
+  TORCH_CHECK(x.is_cpu() && packed.is_cpu() && bias.is_cpu() && out.is_cpu(), "CPU tensors");
   const float *X = x.data_ptr<float>(), *B = bias.data_ptr<float>();
   if (bf16) {
     linear_into<THEN>(X, m, k, reinterpret_cast<const uint16_t*>(packed.data_ptr<at::BFloat16>()), blocks, B,
@@ -263,12 +265,13 @@ static void causal_attention(const float* qkv, const float* earlier, int64_t bef
 // [blocks, before, 2 * width]; a single text's own are written to keep [blocks, length, 2 * width].
 static torch::Tensor run_tower(const torch::Tensor& input, const std::vector<torch::Tensor>& blocks, int64_t heads,
                                double eps, const float* earlier, int64_t before, float* keep) {
-  TORCH_CHECK(input.dim() == 3 && input.scalar_type() == torch::kFloat, "a [batch, length, width] float32 input");
+  TORCH_CHECK(input.dim() == 3 && input.scalar_type() == torch::kFloat && input.is_cpu(),
+              "a [batch, length, width] float32 CPU input");
   TORCH_CHECK(blocks.size() % 12 == 0, "12 tensors per block");
   for (size_t i = 0; i < blocks.size(); ++i) {
     const bool weight = i % 12 == 2 || i % 12 == 4 || i % 12 == 8 || i % 12 == 10;  // linear_to() checks those
-    TORCH_CHECK(blocks[i].is_contiguous() && (weight || blocks[i].scalar_type() == torch::kFloat),
-                "contiguous float32 tensors");
+    const bool fp32 = weight || blocks[i].scalar_type() == torch::kFloat;
+    TORCH_CHECK(blocks[i].is_contiguous() && blocks[i].is_cpu() && fp32, "contiguous float32 CPU tensors");
   }
   auto x = input.contiguous().clone();
   const int64_t batch = x.size(0), length = x.size(1), width = x.size(2), rows = batch * length;
@@ -330,9 +333,11 @@ torch::Tensor encode_text(const torch::Tensor& tokens, const torch::Tensor& toke
                           double eps, const torch::Tensor& final_weight, const torch::Tensor& final_bias,
                           double final_eps, const torch::Tensor& projection, int64_t start_token,
                           const torch::Tensor& start) {
-  TORCH_CHECK(tokens.dim() == 2 && tokens.scalar_type() == torch::kLong, "[batch, context] token ids");
-  for (const auto* tensor : {&token_embedding, &positional, &final_weight, &final_bias, &projection}) {
-    TORCH_CHECK(tensor->is_contiguous() && tensor->scalar_type() == torch::kFloat, "contiguous float32 tensors");
+  TORCH_CHECK(tokens.dim() == 2 && tokens.scalar_type() == torch::kLong && tokens.is_cpu(),
+              "[batch, context] CPU token ids");
+  for (const auto* tensor : {&token_embedding, &positional, &final_weight, &final_bias, &projection, &start}) {
+    TORCH_CHECK(tensor->is_contiguous() && tensor->scalar_type() == torch::kFloat && tensor->is_cpu(),
+                "contiguous float32 CPU tensors");
   }
   const auto ids = tokens.contiguous();
   const int64_t batch = ids.size(0), context = ids.size(1), width = token_embedding.size(1);
@@ -446,8 +451,8 @@ static void times(const float* a, int64_t lda, int64_t rows, const float* b, int
 // 3 * width] qkv, in fp32. torch's bf16 flash attention takes 4.5-8 ms a layer for a batch of 32
 // ViT-B-32 photos (50 positions, heads of 64): its tiling is made for long sequences.
 torch::Tensor attention(const torch::Tensor& qkv, int64_t heads) {
-  TORCH_CHECK(qkv.dim() == 3 && qkv.scalar_type() == torch::kBFloat16 && qkv.is_contiguous(),
-              "a contiguous bf16 [batch, length, 3 * width] input");
+  TORCH_CHECK(qkv.dim() == 3 && qkv.scalar_type() == torch::kBFloat16 && qkv.is_contiguous() && qkv.is_cpu(),
+              "a contiguous bf16 [batch, length, 3 * width] CPU input");
   const int64_t batch = qkv.size(0), length = qkv.size(1), width = qkv.size(2) / 3;
   TORCH_CHECK(qkv.size(2) == 3 * width && heads > 0 && width % heads == 0, "three widths of whole heads");
   const int64_t head = width / heads, padded = (length + 15) / 16 * 16, stride = 3 * width;

@@ -60,7 +60,8 @@ def naive_embed(encoder: Encoder, photos: list[bytes]) -> np.ndarray:
             ]
         )
         with torch.inference_mode():
-            vectors.append(torch.nn.functional.normalize(encoder.model.encode_image(batch).float(), dim=-1).numpy())
+            features = encoder.model.encode_image(batch.to(encoder.device))
+        vectors.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy())
     return np.vstack(vectors)
 
 
@@ -146,8 +147,8 @@ def text_encoder(naive_encoder: Encoder, encoder: Encoder, *, repeats: int, bf16
 
     def naive(query: str) -> np.ndarray:
         with torch.inference_mode():
-            features = naive_encoder.model.encode_text(naive_encoder.tokenizer([query]))
-        return torch.nn.functional.normalize(features.float(), dim=-1).numpy()[0]
+            features = naive_encoder.model.encode_text(naive_encoder.tokenizer([query]).to(naive_encoder.device))
+        return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()[0]
 
     def meepo(query: str) -> np.ndarray:
         return encoder.encode_texts([query])[0]
@@ -183,8 +184,8 @@ def image_query_compare(naive_encoder: Encoder, encoder: Encoder, *, repeats: in
     def naive(data: bytes) -> np.ndarray:
         pixels = naive_encoder.preprocess(Image.open(io.BytesIO(data)).convert("RGB")).unsqueeze(0)
         with torch.inference_mode():
-            features = naive_encoder.model.encode_image(pixels)
-        return torch.nn.functional.normalize(features.float(), dim=-1).numpy()[0]
+            features = naive_encoder.model.encode_image(pixels.to(naive_encoder.device))
+        return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()[0]
 
     def meepo(data: bytes) -> np.ndarray:
         return encoder.encode_pixels(encoder.stack([encoder.pixels_from_bytes(data)]))[0]

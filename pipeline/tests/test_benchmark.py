@@ -41,7 +41,7 @@ def test_the_benchmark_command_writes_a_json_report(tmp_path, capsys):
     report = json.loads(output.read_text())
     assert report["model"] == "meepo-tiny:untrained"
     assert report["machine"]["cores"] >= 1 and "torch_threads" in report["machine"]
-    assert report["image_precision"] in {"bf16", "int8", "fp32"}
+    assert report["image_precision"] in {"bf16", "int8", "fp32", "fp16"}
     assert {"embedding", "text_encoder", "image_query"} <= set(report)
     assert "embedding:" in capsys.readouterr().out
 

@@ -80,6 +80,18 @@ def test_the_kernel_refuses_what_it_cannot_compute():
         )
     with pytest.raises(RuntimeError, match="float32"):
         compiled.linear(torch.ones(1, 8, dtype=torch.float64), compiled.pack(torch.ones(32, 8)), torch.ones(32))
+    with pytest.raises(RuntimeError, match="CPU"):  # a GPU tensor's memory is not the CPU's to read
+        compiled.linear(torch.ones(1, 8, device="meta"), compiled.pack(torch.ones(32, 8)), torch.ones(32))
+
+
+def test_towers_off_the_cpu_keep_torch_s_layers():
+    from pipeline.encoder import Encoder, ModelSpec
+
+    model = Encoder(ModelSpec("meepo-tiny", None), optimised=False).model
+    model.transformer.to("meta")  # stands for a GPU: any device but the CPU
+
+    assert not route_transformer(model.transformer, causal=True)
+    assert type(model.transformer) is not CausalTextTower
 
 
 @needs_avx512

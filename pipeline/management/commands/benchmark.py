@@ -33,7 +33,7 @@ class Command(BaseCommand):
         if "encoding" in parts:
             naive = Encoder(meepo.spec, optimised=False)
             report["embedding"] = encoding.embedding_compare(
-                naive, meepo, count=62 if quick else 248, batch_size=settings.MEEPO_EMBED_BATCH_SIZE or 32
+                naive, meepo, count=62 if quick else 248, batch_size=meepo.batch_size
             )
             self._say("embedding", report["embedding"])
             opt_in = meepo.text_precision == "fp32" and not meepo.on_gpu
