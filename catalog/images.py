@@ -33,6 +33,10 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def too_thin(width: int, height: int) -> bool:
+    return max(width, height) > MAX_ASPECT_RATIO * min(width, height)
+
+
 def _open_lazily(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise ImageRejected("The file is empty.")
@@ -55,7 +59,7 @@ def _open_lazily(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageRejected("The image has no pixels.")
     if width * height > max_pixels:
         raise ImageRejected(f"The image is too large ({width}×{height} pixels; the limit is {max_pixels:,} pixels).")
-    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+    if too_thin(width, height):
         raise ImageRejected(f"The image is too long and thin ({width}×{height} pixels; at most {MAX_ASPECT_RATIO}:1).")
     return image
 

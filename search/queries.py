@@ -6,7 +6,7 @@ Query photos are decoded in memory and never stored.
 from django.conf import settings
 
 from catalog.fetching import FetchRefused, fetch_image
-from catalog.images import MAX_ASPECT_RATIO, ImageRejected, load_rgb
+from catalog.images import MAX_ASPECT_RATIO, ImageRejected, load_rgb, too_thin
 
 MIN_BOX_SIDE = 16
 
@@ -41,7 +41,7 @@ def prepare(image, *, box=None, remove_text: bool = False, enhance: bool = False
         x, y, w, h = box
         if w < MIN_BOX_SIDE or h < MIN_BOX_SIDE:
             raise QueryRejected(f"The box must be at least {MIN_BOX_SIDE} pixels on each side.")
-        if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+        if too_thin(w, h):
             raise QueryRejected(f"The box must be at most {MAX_ASPECT_RATIO} times as long as it is wide.")
         if x < 0 or y < 0 or x + w > image.width or y + h > image.height:
             raise QueryRejected(f"The box must lie inside the photo ({image.width}×{image.height} pixels).")
