@@ -115,6 +115,10 @@ class Encoder:
                 model.visual = torch.ao.quantization.quantize_dynamic(
                     model.visual, {torch.nn.Linear}, dtype=torch.qint8
                 )
+        if optimised:
+            from pipeline.class_token import pool_class_token_only
+
+            pool_class_token_only(model.visual)
         self.text_precision = "fp32"
         if optimised and self.device == "cpu" and _can_truncate(model):
             from pipeline.packed_layers import route_transformer

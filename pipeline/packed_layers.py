@@ -84,14 +84,22 @@ class PackedSelfAttention(torch.nn.MultiheadAttention):
     attention = None  # Meepo's kernel for bf16 attention without a mask, where it is built
 
     def forward(self, query, key=None, value=None, need_weights=False, attn_mask=None):
-        batch, length, width = query.shape
+        """Self-attention of `key`'s positions (query is key), or for its first few only (query, a
+        shorter key[:, :n], as in ClassTokenTower's last block)."""
+        positions = query if key is None else key
+        batch, length, width = positions.shape
         heads = self.num_heads
-        qkv = self.kernel.linear(query, self.in_proj_weight, self.in_proj_bias, None)
-        if attn_mask is None and self.attention is not None:
-            return self.out_proj(self.attention(qkv, heads)), None
+        qkv = self.kernel.linear(positions, self.in_proj_weight, self.in_proj_bias, None)
         q, k, v = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return self.out_proj(out.transpose(1, 2).reshape(batch, length, width)), None
+        if query.shape[1] < length:
+            # In fp32 like the kernel's attention, which the full tower would have run for these rows.
+            q = q[:, :, : query.shape[1]]
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask).to(q.dtype)
+        elif attn_mask is None and self.attention is not None:
+            return self.out_proj(self.attention(qkv, heads)), None
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, q.shape[2], width)), None
 
 
 class CausalTextTower(open_clip.transformer.Transformer):
