@@ -7,6 +7,7 @@ tests never pay for them.
 import os
 import socket
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -372,6 +373,10 @@ def _image_size(preprocess) -> int:
 
 _lock = threading.Lock()
 _encoders: dict[ModelSpec, Encoder] = {}
+# A model that failed to load is not tried again for this long: a failing load took 1.1-4.7 s
+# (ViT-B-32 and a damaged checkpoint), and every search of every thread waited for it behind the lock.
+RETRY_LOAD_AFTER_S = 60.0
+_failures: dict[ModelSpec, tuple[float, ModelUnavailable]] = {}
 
 
 def get_encoder() -> Encoder:
@@ -382,7 +387,20 @@ def get_encoder() -> Encoder:
         with _lock:
             encoder = _encoders.get(spec)
             if encoder is None:
-                encoder = _encoders[spec] = Encoder(spec)
+                encoder = _encoders[spec] = _load(spec)
+    return encoder
+
+
+def _load(spec: ModelSpec) -> Encoder:
+    failed_at, error = _failures.get(spec, (None, None))
+    if failed_at is not None and time.monotonic() - failed_at < RETRY_LOAD_AFTER_S:
+        raise ModelUnavailable(str(error))
+    try:
+        encoder = Encoder(spec)
+    except ModelUnavailable as error:
+        _failures[spec] = (time.monotonic(), error)
+        raise
+    _failures.pop(spec, None)
     return encoder
 
 

@@ -40,6 +40,23 @@ def test_a_missing_checkpoint_file_names_the_setting():
         Encoder(ModelSpec("ViT-B-32", "/no/such/weights.pt"))
 
 
+def test_a_model_that_failed_to_load_is_not_loaded_again_for_every_search(settings, tmp_path, monkeypatch):
+    from pipeline import encoder
+
+    monkeypatch.setattr(encoder, "_failures", {})
+    checkpoint = tmp_path / "weights.pt"
+    settings.MEEPO_CLIP_MODEL, settings.MEEPO_CLIP_PRETRAINED = "ViT-B-32", str(checkpoint)
+    with pytest.raises(ModelUnavailable, match="is not a file"):
+        get_encoder()
+    checkpoint.write_bytes(b"not a checkpoint")
+
+    with pytest.raises(ModelUnavailable, match="is not a file"):
+        get_encoder()  # the same answer at once
+    monkeypatch.setattr(encoder, "RETRY_LOAD_AFTER_S", 0.0)
+    with pytest.raises(ModelUnavailable, match="Could not load the .* weights for ViT-B-32"):
+        get_encoder()
+
+
 def test_an_unknown_weights_tag_lists_the_known_ones():
     with pytest.raises(ModelUnavailable, match="not a weights tag of ViT-B-32 \\(known tags: openai"):
         Encoder(ModelSpec("ViT-B-32", "no-such-tag"))
