@@ -53,7 +53,7 @@ def test_a_model_that_failed_to_load_is_not_loaded_again_for_every_search(settin
     with pytest.raises(ModelUnavailable, match="is not a file"):
         get_encoder()  # the same answer at once
     monkeypatch.setattr(encoder, "RETRY_LOAD_AFTER_S", 0.0)
-    with pytest.raises(ModelUnavailable, match="Could not load the .* weights for ViT-B-32"):
+    with pytest.raises(ModelUnavailable, match=r"Could not load the .* weights for ViT-B-32"):
         get_encoder()
 
 

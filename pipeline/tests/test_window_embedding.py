@@ -1,8 +1,8 @@
 import numpy as np
 from PIL import Image
 
-from catalog.importing import import_catalog
 from catalog.images import load_rgb
+from catalog.importing import import_catalog
 from catalog.models import ItemImage
 from meepo.testing import demo_rows, write_catalogue
 from pipeline.embedding import embed_catalog
