@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MANAGE := $(BIN)/python manage.py
 export MEEPO_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: run test setup install kernels css system-deps migrate demo lint
+.PHONY: run test setup install kernels css system-deps migrate demo lint gpu-wheels
 
 run: setup demo
 	$(MANAGE) collectstatic --noinput -v0
@@ -56,3 +56,12 @@ demo: migrate
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Wheels (Python 3.12) of the packages a GPU machine with its own PyTorch lacks, at the versions
+# installed here, for .ci/gpu-check there (it cannot download).
+GPU_WHEELS := open.clip.torch|ftfy|wcwidth|faiss.cpu|django|asgiref|sqlparse|django.ninja|pydantic|pydantic.core|annotated.types|typing.inspection|dj.database.url|whitenoise|django.tailwind|pytest.django
+gpu-wheels: install
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d .whl \
+		$$($(BIN)/pip freeze | grep -i -E '^($(GPU_WHEELS))==')

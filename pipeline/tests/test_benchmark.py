@@ -31,7 +31,7 @@ def test_fast_image_encoding_stays_close_to_the_naive_fp32_result():
     assert embedded["cosine_to_naive_mean"] >= 0.995
     assert embedded["cosine_to_naive_min"] >= 0.97
     assert query["cosine_to_naive_min"] >= 0.97
-    assert embedded["device"] == "cpu" and embedded["forward_images_per_s"] > 0
+    assert embedded["device"] == meepo.device and embedded["forward_images_per_s"] > 0
 
 
 def test_the_benchmark_command_writes_a_json_report(tmp_path, capsys):
