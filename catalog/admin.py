@@ -75,11 +75,13 @@ class ItemAdmin(admin.ModelAdmin):
     @admin.action(description="Hide selected items from search")
     def hide(self, request, queryset):
         count = queryset.update(active=False)
+        Item.forget_categories()
         self.message_user(request, f"{count} item(s) hidden; they disappear from results at once.")
 
     @admin.action(description="Show selected items in search")
     def unhide(self, request, queryset):
         count = queryset.update(active=True)
+        Item.forget_categories()
         self.message_user(request, f"{count} item(s) shown again.")
 
     @admin.action(description="Re-embed selected items on the next embed_catalog run")

@@ -23,16 +23,6 @@ from search.queries import QueryRejected, image_from_upload, image_from_url, par
 PHOTO_CACHE_PREFIX = "photo-query:"
 
 
-def _categories() -> list[str]:
-    return list(
-        Item.objects.filter(active=True)
-        .exclude(category="")
-        .values_list("category", flat=True)
-        .distinct()
-        .order_by("category")
-    )
-
-
 def _latest():
     return Item.objects.filter(active=True).prefetch_related("images")[: settings.MEEPO_PAGE_SIZE]
 
@@ -42,14 +32,19 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "search/home.html",
-        {"form": TextSearchForm(), "photo_form": PhotoSearchForm(), "categories": _categories(), "latest": _latest()},
+        {
+            "form": TextSearchForm(),
+            "photo_form": PhotoSearchForm(),
+            "categories": Item.categories(),
+            "latest": _latest(),
+        },
     )
 
 
 @require_GET
 def results(request: HttpRequest) -> HttpResponse:
     form = TextSearchForm(request.GET)
-    context = {"form": form, "photo_form": PhotoSearchForm(), "categories": _categories(), "hits": [], "query": ""}
+    context = {"form": form, "photo_form": PhotoSearchForm(), "categories": Item.categories(), "hits": [], "query": ""}
     if not form.is_valid():
         context["error"] = " ".join(message for errors in form.errors.values() for message in errors)
         return render(request, "search/results.html", context, status=400)
@@ -93,7 +88,7 @@ def _page_window(page: int, pages: int, width: int = 2) -> list[int]:
 def photo_search(request: HttpRequest) -> HttpResponse:
     """Upload or URL in, redirect to a results page that can be reloaded and paginated."""
     form = PhotoSearchForm(request.POST, request.FILES)
-    context = {"form": TextSearchForm(), "photo_form": form, "categories": _categories(), "latest": _latest()}
+    context = {"form": TextSearchForm(), "photo_form": form, "categories": Item.categories(), "latest": _latest()}
     if not form.is_valid():
         context["photo_error"] = " ".join(message for errors in form.errors.values() for message in errors)
         return render(request, "search/home.html", context, status=400)
