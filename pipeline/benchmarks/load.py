@@ -4,7 +4,9 @@
 
 Half the time it warms up, then for SECONDS each of CONCURRENCY threads alternates between phases:
 text searches (GET /api/search?q=) and photo searches (POST /api/search/image); then, for
-MIXED_SECONDS, both at once (three text searches to one photo search). Prints JSON.
+MIXED_SECONDS, both at once (three text searches to one photo search). Before them, one client
+alone for SECONDS / 2: text searches, then the shopper's results page (GET /search?q=, 24 results
+rendered). Prints JSON.
 Plain standard library: it must not share anything with the server under test.
 """
 
@@ -49,11 +51,13 @@ def _run(host: str, port: int, kind: str, seconds: float, concurrency: int) -> d
         while time.monotonic() < stop:
             count += 1
             started = time.perf_counter()
+            # Unique queries: measures the text encoder, not the cache of repeated queries.
+            query = quote(f"{WORDS[(number + count) % len(WORDS)]} {WORDS[(number * 7 + count) % len(WORDS)]} {count}")
             try:
-                if kind == "text" or (kind == "mixed" and count % 4):
-                    # Unique queries: measures the text encoder, not the cache of repeated queries.
-                    query = f"{WORDS[(number + count) % len(WORDS)]} {WORDS[(number * 7 + count) % len(WORDS)]} {count}"
-                    connection.request("GET", f"/api/search?q={quote(query)}&limit=10")
+                if kind == "page":
+                    connection.request("GET", f"/search?q={query}")
+                elif kind == "text" or (kind == "mixed" and count % 4):
+                    connection.request("GET", f"/api/search?q={query}&limit=10")
                 else:
                     connection.request("POST", "/api/search/image?limit=10", body, {"Content-Type": content_type})
                 response = connection.getresponse()
@@ -97,6 +101,7 @@ def main() -> None:
         "concurrency": concurrency,
         "seconds": seconds,
         "text_search_one_client": _run(parts.hostname, parts.port, "text", seconds / 2, 1),
+        "results_page_one_client": _run(parts.hostname, parts.port, "page", seconds / 2, 1),
         "text_search": _run(parts.hostname, parts.port, "text", seconds, concurrency),
         "image_search": _run(parts.hostname, parts.port, "image", seconds, concurrency),
     }
