@@ -96,7 +96,9 @@ def _windows_of(image: ItemImage, content: bytes | str, *, encoder: Encoder, lay
         pixels = load_rgb(content, max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS, draft_size=draft_size)
         if not boxes:  # sizes not recorded: place the windows on the decoded pixels
             boxes = windows(pixels.width, pixels.height, layout)
-        across, down = pixels.width / (image.width or pixels.width), pixels.height / (image.height or pixels.height)
+            across = down = 1.0
+        else:
+            across, down = pixels.width / image.width, pixels.height / image.height
         return [(box, encoder.prepare(pixels.crop(_corners(box, across, down)))) for box in boxes]
     except Exception:  # whatever one image does, the run goes on (the full-image pass says why)
         return []

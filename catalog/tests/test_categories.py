@@ -1,7 +1,9 @@
 """The search forms' category choices: cached, and never stale after an edit."""
 
+import threading
+
 import pytest
-from django.db import connection
+from django.db import connection, connections, transaction
 
 from catalog.models import Item
 
@@ -44,3 +46,25 @@ def test_the_storefront_s_newest_items_come_from_an_index_not_a_sort(small_catal
         plan = " ".join(str(row) for row in cursor.fetchall())
 
     assert "item_newest_active" in plan and "TEMP B-TREE" not in plan
+
+
+# SQLite's in-memory test database locks a table against a second connection during a write.
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="needs a database that reads beside a writer")
+@pytest.mark.django_db(transaction=True)
+def test_a_page_rendered_while_an_import_commits_does_not_keep_the_old_categories(data_dir):
+    Item.objects.create(title="Tea cup", category="Kitchen")
+    assert Item.categories() == ["Kitchen"]
+
+    def another_worker():
+        seen.append(Item.categories())  # from before the commit: the new item is not visible yet
+        connections.close_all()
+
+    seen = []
+    with transaction.atomic():
+        Item.objects.create(title="Brass lamp", category="Lighting")
+        worker = threading.Thread(target=another_worker)
+        worker.start()
+        worker.join()
+
+    assert seen == [["Kitchen"]]
+    assert Item.categories() == ["Kitchen", "Lighting"]

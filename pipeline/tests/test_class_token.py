@@ -45,6 +45,17 @@ def test_the_bf16_packed_tower_keeps_its_result_with_the_class_token_alone():
     assert cosines.min() > 0.9999
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_under_fp16_autocast_too():
+    full = vision_tower().cuda()
+    pruned = copy.deepcopy(full)
+
+    assert pool_class_token_only(pruned)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
+        expected, pooled = full(photos().cuda()).float(), pruned(photos().cuda()).float()
+    assert torch.nn.functional.cosine_similarity(expected, pooled).min() > 0.999
+
+
 @pytest.mark.parametrize("options", [{"pool_type": "avg"}, {"output_tokens": True}, {"attentional_pool": True}])
 def test_towers_that_pool_every_position_keep_every_row(options):
     tower = vision_tower(**options)
