@@ -4,6 +4,7 @@ torch and open_clip are imported inside functions so that `migrate`, the admin a
 tests never pay for them.
 """
 
+import logging
 import os
 import socket
 import threading
@@ -20,6 +21,8 @@ from pipeline.pixels import Recipe
 TINY_MODEL = "meepo-tiny"
 TINY_MODEL_SEED = 20261122
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+
+logger = logging.getLogger(__name__)
 
 
 OFFLINE_HINT = (
@@ -98,10 +101,7 @@ class Encoder:
                     spec.name, pretrained=spec.pretrained, device=self.device
                 )
         except Exception as error:
-            raise ModelUnavailable(
-                f"Could not load the {spec.pretrained!r} weights for {spec.name} ({error.__class__.__name__}: "
-                f"{str(error)[:200]}). {OFFLINE_HINT}"
-            ) from None
+            raise ModelUnavailable(_load_failure(spec, error, self.device)) from None
         model.eval()
         self.image_precision = _image_precision(torch, self.device) if optimised else "fp32"
         if self.image_precision == "bf16":
@@ -152,6 +152,8 @@ class Encoder:
         self.dimension = (
             projection.shape[1] if isinstance(projection, torch.Tensor) else self.encode_texts(["a"]).shape[1]
         )
+
+    fits_on_gpu = 0  # the most images encode_pixels sends through at once, once one batch did not fit
 
     @property
     def on_gpu(self) -> bool:
@@ -212,7 +214,35 @@ class Encoder:
         return batch.pin_memory() if self.on_gpu else batch
 
     def encode_pixels(self, batch):
-        """Encode a batch from `stack` (or of preprocessed float images) to normalised float32 vectors."""
+        """Encode a batch from `stack` (or of preprocessed float images) to normalised float32 vectors.
+
+        A batch the GPU has no room for (a big model on a small GPU) is encoded in parts, and later
+        batches in parts of the size that fitted."""
+        import numpy as np
+        import torch
+
+        step = self.fits_on_gpu or len(batch)
+        if len(batch) > step:
+            return np.concatenate(
+                [self.encode_pixels(batch[start : start + step]) for start in range(0, len(batch), step)]
+            )
+        try:
+            return self._encode_pixels(batch)
+        except torch.OutOfMemoryError:
+            if not self.on_gpu or len(batch) < 2:
+                raise
+        # Out of the except block: its traceback would keep the failed pass's tensors on the GPU.
+        torch.cuda.empty_cache()
+        self.fits_on_gpu = len(batch) // 2
+        logger.warning(
+            "The GPU has no room for %d images at once; encoding at most %d at a time "
+            "(set MEEPO_EMBED_BATCH_SIZE to start there).",
+            len(batch),
+            self.fits_on_gpu,
+        )
+        return self.encode_pixels(batch)
+
+    def _encode_pixels(self, batch):
         import torch
 
         with torch.inference_mode(), self._autocast():
@@ -245,6 +275,18 @@ class Encoder:
             else:
                 features = self.model.encode_text(tokens)
         return _normalised(features)
+
+
+def _load_failure(spec: ModelSpec, error: Exception, device: str) -> str:
+    """Why the model did not load: the offline hint is no help when memory ran out."""
+    import torch
+
+    what = f"{error.__class__.__name__}: {str(error)[:200]}"
+    if isinstance(error, torch.OutOfMemoryError) and device == "cuda":
+        return f"The GPU has too little free memory for {spec.name} ({what}). Free some, or set MEEPO_DEVICE=cpu."
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(error):
+        return f"This machine has too little free memory for {spec.name} ({what})."
+    return f"Could not load the {spec.pretrained!r} weights for {spec.name} ({what}). {OFFLINE_HINT}"
 
 
 def _download_problem(open_clip, spec: ModelSpec) -> str | None:

@@ -57,6 +57,29 @@ def test_a_model_that_failed_to_load_is_not_loaded_again_for_every_search(settin
         get_encoder()
 
 
+def test_too_little_memory_for_the_model_says_so_not_how_to_get_weights(tmp_path):
+    # A process whose address space ends 150 MB past what torch and open_clip took: ViT-B-32 needs 350 MB.
+    code = """
+import resource, django
+django.setup()
+import open_clip, torch
+from pipeline.encoder import Encoder, ModelSpec, ModelUnavailable
+torch.zeros(4).sum()
+size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + 150 * 2**20, resource.RLIM_INFINITY))
+try:
+    Encoder(ModelSpec("ViT-B-32", None))
+except ModelUnavailable as error:
+    print(error)
+"""
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="meepo.settings", MEEPO_DATA_DIR=str(tmp_path))
+
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+
+    assert result.stdout.startswith("This machine has too little free memory for ViT-B-32"), result.stderr[-2000:]
+    assert "MEEPO_CLIP_PRETRAINED" not in result.stdout
+
+
 def test_an_unknown_weights_tag_lists_the_known_ones():
     with pytest.raises(ModelUnavailable, match="not a weights tag of ViT-B-32 \\(known tags: openai"):
         Encoder(ModelSpec("ViT-B-32", "no-such-tag"))
