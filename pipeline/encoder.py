@@ -228,7 +228,7 @@ class Encoder:
             )
         try:
             return self._encode_pixels(batch)
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:  # the name a GPU machine's older torch knows too
             if not self.on_gpu or len(batch) < 2:
                 raise
         # Out of the except block: its traceback would keep the failed pass's tensors on the GPU.
@@ -282,9 +282,9 @@ def _load_failure(spec: ModelSpec, error: Exception, device: str) -> str:
     import torch
 
     what = f"{error.__class__.__name__}: {str(error)[:200]}"
-    if isinstance(error, torch.OutOfMemoryError) and device == "cuda":
+    if isinstance(error, torch.cuda.OutOfMemoryError) and device == "cuda":
         return f"The GPU has too little free memory for {spec.name} ({what}). Free some, or set MEEPO_DEVICE=cpu."
-    if isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(error):
+    if isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)) or "can't allocate memory" in str(error):
         return f"This machine has too little free memory for {spec.name} ({what})."
     return f"Could not load the {spec.pretrained!r} weights for {spec.name} ({what}). {OFFLINE_HINT}"
 
