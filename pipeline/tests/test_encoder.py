@@ -72,7 +72,14 @@ try:
 except ModelUnavailable as error:
     print(error)
 """
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="meepo.settings", MEEPO_DATA_DIR=str(tmp_path))
+    # One thread: on a many-core machine, OpenMP's thread stacks alone could use up the limit.
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="meepo.settings",
+        MEEPO_DATA_DIR=str(tmp_path),
+        OMP_NUM_THREADS="1",
+        MEEPO_TORCH_THREADS="1",
+    )
 
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
 
