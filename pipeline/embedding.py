@@ -1,5 +1,6 @@
 """embed_catalog: encode new or changed catalogue images, then rebuild and switch in the index."""
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -176,19 +177,12 @@ def load_vectors(model_key: str, *, chunk_size: int = 5000) -> tuple[np.ndarray,
 
 
 def rebuild_index_if_stale(*, spec, layout: Layout | None, force: bool, encoder: Encoder | None) -> int | None:
+    # Taken before the vectors are read: an image changed in between makes the next run rebuild again,
+    # never the other way round.
+    content = stored_content(spec, layout)
     version = index_store.current_version()
-    expected = current_vectors(spec.key).count()
-    expected_windows = current_windows(spec.key, layout.key).count() if layout else 0
-    if not force and version is not None:
-        meta = index_store.read_meta(version)
-        served_windows = meta.get("windows", {})
-        if (
-            meta["model_key"] == spec.key
-            and meta["vectors"] == expected
-            and served_windows.get("images", 0) == expected_windows
-            and (not expected_windows or served_windows.get("layout") == layout.key)
-        ):
-            return None
+    if not force and version is not None and index_store.read_meta(version).get("content") == content:
+        return None
     vectors, ids = load_vectors(spec.key)
     if len(vectors):
         dimension = vectors.shape[1]
@@ -196,8 +190,28 @@ def rebuild_index_if_stale(*, spec, layout: Layout | None, force: bool, encoder:
         dimension = (encoder or get_encoder()).dimension
         vectors = np.empty((0, dimension), dtype=np.float32)
     window_set = None
-    if layout and expected_windows:
+    if layout and current_windows(spec.key, layout.key).exists():
         window_vectors, window_ids, boxes = load_windows(spec, layout)
         window_set = index_store.WindowSet(vectors=window_vectors, ids=window_ids, boxes=boxes, layout=layout.key)
-    index_store.build_index(vectors=vectors, ids=ids, spec=spec, dimension=dimension, windows=window_set)
+    index_store.build_index(
+        vectors=vectors, ids=ids, spec=spec, dimension=dimension, windows=window_set, content=content
+    )
     return len(ids)
+
+
+def stored_content(spec, layout: Layout | None) -> str:
+    """A digest of what the index should hold: the model, and which images at which bytes have a vector
+    and windows. Counts are not enough: a run killed after an image was replaced and re-encoded, but
+    before the index was switched, leaves the same counts with other images."""
+    digest = hashlib.sha256(f"{spec.key}\n".encode())
+    rows = [current_vectors(spec.key)]
+    if layout:
+        digest.update(f"windows {layout.key}\n".encode())
+        rows.append(current_windows(spec.key, layout.key))
+    for queryset in rows:
+        digest.update(b"--\n")
+        for image_id, sha256 in (
+            queryset.order_by("image_id").values_list("image_id", "sha256").iterator(chunk_size=5000)
+        ):
+            digest.update(f"{image_id} {sha256}\n".encode())
+    return digest.hexdigest()

@@ -122,9 +122,16 @@ def windows_index_type(count: int) -> str:
 
 
 def build_index(
-    *, vectors: np.ndarray, ids: np.ndarray, spec: ModelSpec, dimension: int, windows: WindowSet | None = None
+    *,
+    vectors: np.ndarray,
+    ids: np.ndarray,
+    spec: ModelSpec,
+    dimension: int,
+    windows: WindowSet | None = None,
+    content: str = "",
 ) -> Path:
-    """Write a new index version and put it in service; returns its folder."""
+    """Write a new index version and put it in service; returns its folder. `content` is the
+    digest of the catalogue's vectors it was built from (embedding.stored_content)."""
     import faiss
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -150,6 +157,7 @@ def build_index(
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "build_seconds": round(time.monotonic() - started, 3),
         "id_map": IDS_FILE,
+        "content": content,
     }
     if windows is not None and len(windows.ids):
         meta["windows"] = _write_windows(building, windows)

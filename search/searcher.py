@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from django.db.models import F
+from django.core.cache import cache
+from django.db.models import Count, F
 from PIL import Image
 
-from catalog.models import Item, ItemImage
+from catalog.models import CATEGORIES_CACHE_KEY, Item, ItemImage
 from pipeline.encoder import configured_model, get_encoder
 from search.regions import ImageMatch, aggregate_windows, full_matches, merge
 from search.served_index import IndexNotReady, ServedIndex, served_index
@@ -94,7 +95,31 @@ def search_by_vector(
             break
         pool = min(cap, pool * 4)
     best = best[: settings.MEEPO_MAX_RESULTS]
-    return Results(hits=_hits(best[offset:wanted]), total=len(best))
+    total = len(best)
+    if pool < cap:
+        # The page filled before the search saw every image: how many items it found depends on the
+        # page asked for, so count what paging on would rank (the same on every page).
+        rankable = _rankable_items().get(category, 0) - (exclude_item_id is not None)
+        total = max(total, min(rankable, settings.MEEPO_MAX_RESULTS))
+    return Results(hits=_hits(best[offset:wanted]), total=total)
+
+
+def _rankable_items() -> dict[str, int]:
+    """Active items with an embedded image, per category ("" for all). Cached like the categories,
+    under their generation: a COUNT over every item would cost more than the search."""
+    key = f"{CATEGORIES_CACHE_KEY}:rankable:{cache.get(CATEGORIES_CACHE_KEY, '')}"
+    counts = cache.get(key)
+    if counts is None:
+        items = Item.objects.filter(
+            active=True,
+            images__embedding_state=ItemImage.State.EMBEDDED,
+            images__embedded_model=configured_model().key,
+        )
+        per_category = items.order_by().values("category").annotate(count=Count("id", distinct=True))
+        counts = {row["category"]: row["count"] for row in per_category}
+        counts[""] = items.values("id").distinct().count()
+        cache.set(key, counts, timeout=60)  # embed_catalog sends no signal: its items count within a minute
+    return counts
 
 
 def _nearest_images(served: ServedIndex, vector: np.ndarray, pool: int, mode: str, *, text: bool) -> list[ImageMatch]:

@@ -51,6 +51,24 @@ def test_a_changed_image_is_encoded_again(indexed_catalogue):
     assert ImageVector.objects.get(image=image).sha256 == image.sha256
 
 
+def test_a_run_killed_before_the_switch_leaves_an_index_the_next_run_rebuilds(indexed_catalogue):
+    served = index_store.current_version()
+    image = ItemImage.objects.order_by("id").first()
+    image.attach((DEMO_DIR / "images" / "raccoon.jpg").read_bytes())
+    image.save()
+    embed_catalog()
+    # What a kill between storing the vectors and switching the index leaves: the new vector and
+    # windows in the database, the index of before in service (the same number of vectors).
+    index_store._switch_to(served)
+
+    report = embed_catalog()
+
+    assert report.encoded == 0 and report.index_vectors == 8
+    rebuilt = index_store.current_version()
+    assert rebuilt != served and index_store.read_meta(rebuilt)["content"] != index_store.read_meta(served)["content"]
+    assert embed_catalog().index_vectors is None  # and then it is up to date
+
+
 def test_images_embedded_by_another_model_are_encoded_again(indexed_catalogue):
     ItemImage.objects.filter(id__in=ItemImage.objects.order_by("id")[:3].values("id")).update(
         embedded_model="ViT-B-32:openai"
