@@ -28,7 +28,7 @@ def pool_class_token_only(visual) -> bool:
     it does (other towers, pools and blocks are left as they are)."""
     from open_clip.transformer import ResidualAttentionBlock
 
-    from pipeline.packed_layers import PackedSelfAttention
+    from pipeline.packed_layers import Int8SelfAttention, PackedSelfAttention
 
     transformer = getattr(visual, "transformer", None)
     fits = (
@@ -42,7 +42,7 @@ def pool_class_token_only(visual) -> bool:
         and all(
             type(block) is ResidualAttentionBlock
             and not hasattr(block, "ln_1_kv")
-            and type(block.attn) in (torch.nn.MultiheadAttention, PackedSelfAttention)
+            and type(block.attn) in (torch.nn.MultiheadAttention, PackedSelfAttention, Int8SelfAttention)
             for block in transformer.resblocks
         )
     )

@@ -9,7 +9,6 @@ import os
 import socket
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -111,11 +110,9 @@ class Encoder:
             if isinstance(getattr(model.visual, "transformer", None), open_clip.transformer.Transformer):
                 route_transformer(model.visual.transformer)
         elif self.image_precision == "int8":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch's notice that this API moves to torchao
-                model.visual = torch.ao.quantization.quantize_dynamic(
-                    model.visual, {torch.nn.Linear}, dtype=torch.qint8
-                )
+            from pipeline.packed_layers import quantise_to_int8
+
+            quantise_to_int8(model.visual)
         if optimised:
             from pipeline.class_token import pool_class_token_only
 

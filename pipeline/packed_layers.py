@@ -22,6 +22,8 @@ linear layer (the same erf GELU). Same arithmetic as torch's layers, only the su
 (max difference to the naive text vector about 3e-7).
 """
 
+import warnings
+
 import open_clip
 import torch
 import torch.nn.functional as F
@@ -89,7 +91,7 @@ class PackedSelfAttention(torch.nn.MultiheadAttention):
         positions = query if key is None else key
         batch, length, width = positions.shape
         heads = self.num_heads
-        qkv = self.kernel.linear(positions, self.in_proj_weight, self.in_proj_bias, None)
+        qkv = self.in_projection(positions)
         q, k, v = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
         if query.shape[1] < length:
             # In fp32 like the kernel's attention, which the full tower would have run for these rows.
@@ -100,6 +102,38 @@ class PackedSelfAttention(torch.nn.MultiheadAttention):
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.out_proj(out.transpose(1, 2).reshape(batch, q.shape[2], width)), None
+
+    def in_projection(self, positions):
+        return self.kernel.linear(positions, self.in_proj_weight, self.in_proj_bias, None)
+
+
+class Int8SelfAttention(PackedSelfAttention):
+    """The same attention with both projections as nn.Linear layers, for torch's dynamic int8
+    quantisation to convert: it leaves nn.MultiheadAttention's in fp32 (its forward reads the
+    weights directly), a third of a ViT block's multiply-adds."""
+
+    def in_projection(self, positions):
+        return self.in_proj(positions)
+
+
+def quantise_to_int8(tower: torch.nn.Module) -> None:
+    """Every linear layer of an open_clip tower as int8, in place (weights per output channel; the
+    activations with one scale per call, found as they come), the attention's projections included
+    where its Transformer's blocks have the plain CLIP shape."""
+    transformer = getattr(tower, "transformer", None)
+    if isinstance(transformer, open_clip.transformer.Transformer) and _plain_blocks(transformer):
+        for block in transformer.resblocks:
+            attention = block.attn
+            attention.__class__ = Int8SelfAttention
+            attention.in_proj = torch.nn.Linear(attention.embed_dim, 3 * attention.embed_dim, device="meta")
+            attention.in_proj.weight, attention.in_proj.bias = attention.in_proj_weight, attention.in_proj_bias
+            del attention.in_proj_weight, attention.in_proj_bias
+            attention.out_proj.__class__ = torch.nn.Linear  # from NonDynamicallyQuantizableLinear, which adds nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's notice that this API moves to torchao
+        torch.ao.quantization.quantize_dynamic(
+            tower, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, inplace=True
+        )
 
 
 class CausalTextTower(open_clip.transformer.Transformer):
@@ -169,25 +203,8 @@ def route_transformer(transformer, *, causal: bool = False, weights: torch.dtype
     `weights=torch.bfloat16` packs an fp32 tower's weights as bf16 for the small-batch kernel, which
     sums in fp32 (half the bytes a text query reads); only that kernel does so.
     Returns whether the layers were packed."""
-    from open_clip.transformer import ResidualAttentionBlock
-
     blocks = list(transformer.resblocks)
-    plain = (
-        bool(blocks)
-        and all(parameter.device.type == "cpu" for parameter in transformer.parameters())  # CPU kernels only
-        and transformer.batch_first
-        and all(
-            type(block) is ResidualAttentionBlock
-            and type(block.attn) is torch.nn.MultiheadAttention
-            and block.attn._qkv_same_embed_dim
-            and block.attn.in_proj_bias is not None
-            and not hasattr(block, "ln_1_kv")
-            and list(block.mlp._modules) == ["c_fc", "gelu", "c_proj"]
-            and all(type(layer) is torch.nn.Linear for layer in (block.mlp.c_fc, block.mlp.c_proj))
-            for block in blocks
-        )
-    )
-    kernel = plain and _kernel_for(transformer, blocks[0].attn.in_proj_weight.dtype, weights)
+    kernel = _plain_blocks(transformer) and _kernel_for(transformer, blocks[0].attn.in_proj_weight.dtype, weights)
     if not kernel:
         return False
     # Swapping the class keeps every parameter as it is; only the weights change layout.
@@ -228,6 +245,28 @@ def route_transformer(transformer, *, causal: bool = False, weights: torch.dtype
         ]
         transformer.__class__ = CausalTextTower
     return True
+
+
+def _plain_blocks(transformer) -> bool:
+    """Whether a Transformer's blocks are CLIP's plain ones, on the CPU."""
+    from open_clip.transformer import ResidualAttentionBlock
+
+    blocks = list(transformer.resblocks)
+    return (
+        bool(blocks)
+        and all(parameter.device.type == "cpu" for parameter in transformer.parameters())  # CPU kernels only
+        and transformer.batch_first
+        and all(
+            type(block) is ResidualAttentionBlock
+            and type(block.attn) is torch.nn.MultiheadAttention
+            and block.attn._qkv_same_embed_dim
+            and block.attn.in_proj_bias is not None
+            and not hasattr(block, "ln_1_kv")
+            and list(block.mlp._modules) == ["c_fc", "gelu", "c_proj"]
+            and all(type(layer) is torch.nn.Linear for layer in (block.mlp.c_fc, block.mlp.c_proj))
+            for block in blocks
+        )
+    )
 
 
 def _one_call_fits(blocks) -> bool:
