@@ -11,6 +11,7 @@ from django.core.cache import cache
 from django.db.models import Count, F
 from PIL import Image
 
+from catalog.images import ImageRejected
 from catalog.models import CATEGORIES_CACHE_KEY, Item, ItemImage
 from pipeline.encoder import configured_model, get_encoder
 from search.regions import ImageMatch, aggregate_windows, full_matches, merge
@@ -222,7 +223,8 @@ def image_query_vector(image) -> np.ndarray:
 
 
 def item_vector(item: Item) -> np.ndarray | None:
-    """The stored vector of the item's first embedded image (no model needed)."""
+    """The stored vector of the item's first embedded image, else its first image encoded now: a
+    photo just added or replaced in the admin has no vector until the next embed_catalog."""
     from pipeline.models import ImageVector
 
     spec = configured_model()
@@ -233,12 +235,24 @@ def item_vector(item: Item) -> np.ndarray | None:
         .first()
     )
     if row is None:
-        return None
+        return _encoded_now(item.images.order_by("position", "id").first())
     vector = np.frombuffer(row, dtype=np.float16).astype(np.float32)
     return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
+def _encoded_now(image: ItemImage | None) -> np.ndarray | None:
+    if image is None:
+        return None
+    encoder = get_encoder()
+    try:
+        pixels = encoder.pixels_from_bytes(image.read_bytes())
+    except (OSError, ImageRejected):  # missing or unreadable: embed_catalog marks it failed
+        return None
+    return encoder.encode_pixels(encoder.stack([pixels]))[0]
+
+
 def similar_items(*, item: Item, limit: int, offset: int = 0, category: str = "") -> Results:
+    served_index()  # fail with the operator's message before encoding a photo
     vector = item_vector(item)
     if vector is None:
         return Results(hits=[], total=0)

@@ -156,7 +156,7 @@ def item_detail(request: HttpRequest, item_id: int) -> HttpResponse:
     }
     try:
         context["similar"] = searcher.similar_items(item=item, limit=12).hits
-    except searcher.IndexNotReady as error:
+    except (searcher.IndexNotReady, ModelUnavailable) as error:
         context["similar_error"] = str(error)
     return render(request, "search/item.html", context)
 

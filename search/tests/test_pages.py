@@ -406,12 +406,12 @@ def test_the_item_page_links_to_the_shop_only_when_the_item_has_a_url(client, in
     assert "View in shop" not in text(client.get(other.get_absolute_url()))
 
 
-def test_the_item_page_before_embedding_says_nothing_similar_is_indexed(client, small_catalogue):
+def test_the_item_page_before_embedding_says_the_catalogue_is_not_indexed(client, small_catalogue):
     response = client.get(small_catalogue[0].get_absolute_url())
 
     assert response.status_code == 200
     assert card_ids(response) == []
-    assert "Nothing similar has been indexed yet." in text(response)
+    assert "The catalogue has not been indexed yet." in text(response)
 
 
 def test_a_hidden_item_is_not_found(client, indexed_catalogue):
