@@ -12,6 +12,11 @@ class ItemImageForm(forms.ModelForm):
     class Meta:
         model = ItemImage
         fields = ["position", "source_url"]
+        # A long source URL at its natural width pushed the embedding columns off the page.
+        widgets = {
+            "source_url": forms.URLInput(attrs={"size": 24}),
+            "position": forms.NumberInput(attrs={"style": "width:4em"}),
+        }
 
     def clean_upload(self):
         upload = self.cleaned_data.get("upload")
@@ -29,14 +34,18 @@ class ItemImageInline(admin.TabularInline):
     model = ItemImage
     form = ItemImageForm
     extra = 0
-    fields = ["preview", "upload", "position", "source_url", "embedding_state", "embedding_error", "width", "height"]
-    readonly_fields = ["preview", "embedding_state", "embedding_error", "width", "height"]
+    fields = ["preview", "upload", "position", "source_url", "embedding_state", "embedding_error", "size"]
+    readonly_fields = ["preview", "embedding_state", "embedding_error", "size"]
 
     @admin.display(description="image")
     def preview(self, image: ItemImage):
         if not image.sha256:
             return "—"
         return format_html('<img src="{}" style="height:64px;border-radius:4px" alt="">', image.thumbnail_url)
+
+    @admin.display(description="size")
+    def size(self, image: ItemImage):
+        return f"{image.width}×{image.height}" if image.width else "—"
 
 
 class EmbeddingStateFilter(admin.SimpleListFilter):
@@ -54,7 +63,7 @@ class EmbeddingStateFilter(admin.SimpleListFilter):
 
 @admin.register(Item)
 class ItemAdmin(admin.ModelAdmin):
-    list_display = ["thumbnail", "title", "category", "price", "currency", "sku", "active", "updated_at"]
+    list_display = ["thumbnail", "title", "category", "price_shown", "sku", "active", "embedding", "updated_at"]
     list_display_links = ["thumbnail", "title"]
     list_filter = ["category", "active", EmbeddingStateFilter]
     search_fields = ["title", "description", "sku", "tags"]
@@ -71,6 +80,19 @@ class ItemAdmin(admin.ModelAdmin):
         if image is None or not image.sha256:
             return "—"
         return format_html('<img src="{}" style="height:48px;border-radius:4px" alt="">', image.thumbnail_url)
+
+    @admin.display(description="price", ordering="price")
+    def price_shown(self, item: Item):
+        return "—" if item.price is None else f"{item.price}\u00a0{item.currency}"
+
+    @admin.display(description="embedding")
+    def embedding(self, item: Item):
+        """Its images' states at a glance ("1 embedded, 1 pending"), from the prefetched images."""
+        states = [image.embedding_state for image in item.images.all()]
+        return (
+            ", ".join(f"{states.count(state)} {label}" for state, label in ItemImage.State.choices if state in states)
+            or "—"
+        )
 
     @admin.action(description="Hide selected items from search")
     def hide(self, request, queryset):

@@ -19,6 +19,14 @@ def test_the_item_list_shows_thumbnails_and_filters(staff, small_catalogue):
     assert "By embedding state" in html and "By category" in html
 
 
+def test_the_item_list_shows_each_item_s_embedding_state(staff, indexed_catalogue):
+    ItemImage.objects.filter(item=indexed_catalogue[0]).update(embedding_state=ItemImage.State.FAILED)
+
+    html = staff.get("/admin/catalog/item/").content.decode()
+
+    assert html.count("1 embedded") == 7 and html.count("1 failed") == 1
+
+
 def test_filtering_by_embedding_state(staff, small_catalogue):
     ItemImage.objects.filter(item=small_catalogue[0]).update(embedding_state=ItemImage.State.FAILED)
 
