@@ -212,7 +212,10 @@ class PoliteDelay:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def wait(self, url: str) -> None:
-        host = (urlsplit(url).hostname or "").lower()
+        try:
+            host = (urlsplit(url).hostname or "").lower()
+        except ValueError:  # "http://[bad": fetch_image refuses it, with the reason
+            host = ""
         with self.lock:
             earliest = self.last_request.get(host, 0.0) + self.seconds
             pause = earliest - time.monotonic()

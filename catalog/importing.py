@@ -2,9 +2,12 @@
 
 import csv
 import json
+import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from itertools import zip_longest
 from pathlib import Path
 
 from django.conf import settings
@@ -18,6 +21,19 @@ from catalog.models import Item, ItemImage
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 ITEM_FIELDS = ("title", "description", "category", "price", "currency", "url", "sku", "tags", "active")
+LIST_FIELDS = ("image", "tags")  # the columns that JSONL may give as lists
+EXPECTED_JSON = {
+    "image": "a string or a list of strings",
+    "tags": "a string or a list of strings",
+    "price": "a number",
+    "active": "true or false",
+}
+# SQLite does not enforce max_length: a longer value would be stored whole, or cut by another database.
+MAX_LENGTHS = {name: Item._meta.get_field(name).max_length for name in ("title", "category", "url", "sku")}
+MAX_LENGTHS["description"] = 10_000  # a page, not a document; 2 MB descriptions went in before
+# Item.price holds 12 digits, 2 after the point: from .995 on, rounding to cents would make 13, which
+# every page showing the item then fails to read back.
+PRICE_LIMIT = Decimal("9999999999.995")
 
 
 class CatalogueFileError(ValueError):
@@ -33,6 +49,10 @@ class Row:
     where: str  # "line 7" or "file photos/cat.jpg": what the admin needs to find the bad row
     values: dict[str, str]
     base_dir: Path
+    problem: str = ""  # why the reader could not make a row of it
+    # A file name is no match for a title and category curated through a CSV: folder rows only
+    # create items, and leave an item that already has their image as it is.
+    updates_existing: bool = True
 
 
 @dataclass
@@ -55,9 +75,10 @@ def import_catalog(
 ) -> ImportReport:
     report = ImportReport()
     delay = PoliteDelay(settings.MEEPO_FETCH_HOST_DELAY)
+    written: dict[int, str] = {}
     for row in iter_wrapper(read_rows(path)):
         try:
-            outcome = import_row(row, delay=delay)
+            outcome = import_row(row, delay=delay, written=written)
         except RowError as error:
             report.failed += 1
             message = f"{row.where}: {error}"
@@ -74,11 +95,26 @@ def read_rows(path: Path) -> Iterator[Row]:
     elif not path.is_file():
         raise CatalogueFileError(f"{path} does not exist.")
     elif path.suffix.lower() == ".csv":
+        _refuse_unless_utf8(path)
         yield from _csv_rows(path)
     elif path.suffix.lower() in (".jsonl", ".ndjson"):
+        _refuse_unless_utf8(path)
         yield from _jsonl_rows(path)
     else:
         raise CatalogueFileError(f"{path.name}: expected a folder of images, a .csv or a .jsonl file.")
+
+
+def _refuse_unless_utf8(path: Path) -> None:
+    """Checked before the first row: a file in another encoding would otherwise stop half-imported."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CatalogueFileError(
+                    f"{path.name}, line {number}: the file is not UTF-8 text. Save it as UTF-8 "
+                    "(in Excel: CSV UTF-8) and import it again; nothing was imported."
+                ) from None
 
 
 def _folder_rows(folder: Path) -> Iterator[Row]:
@@ -88,27 +124,57 @@ def _folder_rows(folder: Path) -> Iterator[Row]:
             title = file.stem.replace("_", " ").replace("-", " ").strip().capitalize()
             category = relative.parts[0] if len(relative.parts) > 1 else ""
             yield Row(
-                where=f"file {relative}",
+                # A file name that is not UTF-8 fails its row, and must still print in the report.
+                where=f"file {os.fsencode(relative).decode('utf-8', 'replace')}",
                 values={"title": title, "category": category, "image": str(relative)},
                 base_dir=folder,
+                updates_existing=False,
             )
 
 
 def _csv_rows(path: Path) -> Iterator[Row]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = [name.strip().lower() for name in reader.fieldnames or []]
-        if "title" not in header or "image" not in header:
-            raise CatalogueFileError(f"{path.name}: the header must name at least the columns title and image.")
-        reader.fieldnames = header
-        for values in reader:
-            # reader.line_num is the physical line the row ended on, which is what an editor shows.
-            if None in values:
-                yield Row(
-                    f"line {reader.line_num}", {"__error__": "the row has more fields than the header"}, path.parent
-                )
+        # strict: a quote left open ends in an error instead of a row that swallows the rest of the file.
+        reader = csv.reader(handle, strict=True)
+        header = _csv_header(path, reader)
+        while True:
+            first_line = reader.line_num + 1
+            where = f"line {first_line}"
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                yield Row(where, {}, path.parent, problem=_csv_problem(error, first_line, reader.line_num))
                 continue
-            yield Row(f"line {reader.line_num}", {k: (v or "").strip() for k, v in values.items()}, path.parent)
+            if not cells:
+                continue  # a blank line
+            if len(cells) > len(header):
+                yield Row(where, {}, path.parent, problem="the row has more fields than the header")
+                continue
+            values = {name: cell.strip() for name, cell in zip_longest(header, cells, fillvalue="")}
+            yield Row(where, values, path.parent)
+
+
+def _csv_header(path: Path, reader) -> list[str]:
+    try:
+        header = [name.strip().lower() for name in next(reader, [])]
+    except csv.Error as error:
+        raise CatalogueFileError(f"{path.name}, line 1: the header cannot be read ({error}).") from None
+    twice = [name for name, count in Counter(header).items() if name and count > 1]
+    if twice:
+        raise CatalogueFileError(f"{path.name}: the header names the column {twice[0]} twice; nothing was imported.")
+    if "title" not in header or "image" not in header:
+        raise CatalogueFileError(f"{path.name}: the header must name at least the columns title and image.")
+    return header
+
+
+def _csv_problem(error: csv.Error, first_line: int, last_line: int) -> str:
+    if last_line > first_line:
+        return f"unclosed quote: lines {first_line}-{last_line} were read as one row ({error})"
+    if "field limit" in str(error):  # _csv raises one exception class for everything
+        return f"a field is longer than {csv.field_size_limit():,} characters"
+    return f"a quote is misplaced ({error})"
 
 
 def _jsonl_rows(path: Path) -> Iterator[Row]:
@@ -117,47 +183,65 @@ def _jsonl_rows(path: Path) -> Iterator[Row]:
             if not line.strip():
                 continue
             try:
-                values = json.loads(line)
-            except json.JSONDecodeError as error:
-                yield Row(f"line {number}", {"__error__": f"not valid JSON ({error.msg})"}, path.parent)
+                values = _jsonl_values(line)
+            except RowError as error:
+                yield Row(f"line {number}", {}, path.parent, problem=str(error))
                 continue
-            if not isinstance(values, dict):
-                yield Row(f"line {number}", {"__error__": "each line must be a JSON object"}, path.parent)
-                continue
-            if isinstance(values.get("image"), list):
-                values["image"] = "|".join(str(part) for part in values["image"])
-            if isinstance(values.get("tags"), list):
-                values["tags"] = "|".join(str(part) for part in values["tags"])
-            yield Row(
-                f"line {number}", {k: "" if v is None else str(v).strip() for k, v in values.items()}, path.parent
-            )
+            yield Row(f"line {number}", values, path.parent)
+
+
+def _jsonl_values(line: str) -> dict[str, str]:
+    """One JSON object as the text that a CSV row would hold; keys, like CSV headers, in any case."""
+    try:
+        # Numbers as Decimal: a price is not rounded through a float, and no number is too long.
+        data = json.loads(line, parse_float=Decimal, parse_int=Decimal, parse_constant=Decimal)
+    except json.JSONDecodeError as error:
+        raise RowError(f"not valid JSON ({error.msg})") from None
+    except RecursionError:
+        raise RowError("not valid JSON (nested too deeply)") from None
+    if not isinstance(data, dict):
+        raise RowError("each line must be a JSON object")
+    values = {}
+    for key, value in data.items():
+        name = key.strip().lower()
+        if name not in (*ITEM_FIELDS, "image"):
+            continue
+        if name in values:
+            raise RowError(f"the key {name} is given twice (keys are not case-sensitive)")
+        values[name] = _jsonl_text(name, value)
+    return values
+
+
+def _jsonl_text(name: str, value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, Decimal):  # a price, or a numeric SKU as a shop's export writes it
+        return str(value)
+    if isinstance(value, bool) and name == "active":
+        return str(value).lower()
+    if isinstance(value, list) and name in LIST_FIELDS and all(isinstance(part, str) for part in value):
+        return "|".join(part.strip() for part in value)
+    raise RowError(f"{name} must be {EXPECTED_JSON.get(name, 'a string')}")
 
 
 def clean_fields(values: dict[str, str]) -> dict[str, object]:
-    if "__error__" in values:
-        raise RowError(values["__error__"])
-    if any("\x00" in value for value in values.values()):
+    text = "".join(values.values())
+    if "\x00" in text:
         raise RowError("the row contains a NUL character")
+    if not _is_utf8(text):
+        raise RowError("the row contains characters that are not valid Unicode")
     title = values.get("title", "")
     if not title:
         raise RowError("title is empty")
-    if len(title) > 300:
-        raise RowError("title is longer than 300 characters")
-    price = None
-    if values.get("price"):
-        try:
-            price = Decimal(values["price"].replace(",", "."))
-        except InvalidOperation:
-            raise RowError(f"price {values['price']!r} is not a number") from None
-        if not price.is_finite() or price < 0 or price >= Decimal("1e10"):
-            raise RowError(f"price {values['price']!r} is out of range")
-        price = price.quantize(Decimal("0.01"))
-    currency = values.get("currency", "").upper()
-    if currency and (len(currency) != 3 or not currency.isalpha()):
-        raise RowError(f"currency {values['currency']!r} is not a three-letter code such as EUR")
+    for name, limit in MAX_LENGTHS.items():
+        if len(values.get(name, "")) > limit:
+            raise RowError(f"{name} is longer than {limit} characters")
+    currency = values.get("currency", "")
+    if currency and not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
+        raise RowError(f"currency {currency!r} is not a three-letter code such as EUR")
     url = values.get("url", "")
-    if len(url) > 1000:
-        raise RowError("url is longer than 1000 characters")
     if url:
         try:
             URLValidator(schemes=["http", "https"])(url)
@@ -172,14 +256,36 @@ def clean_fields(values: dict[str, str]) -> dict[str, object]:
     return {
         "title": title,
         "description": values.get("description", ""),
-        "category": values.get("category", "")[:100],
-        "price": price,
-        "currency": currency,
+        "category": values.get("category", ""),
+        "price": _clean_price(values.get("price", "")),
+        "currency": currency.upper(),
         "url": url,
-        "sku": values.get("sku", "")[:100] or None,
+        "sku": values.get("sku") or None,
         "tags": ", ".join(tags),
         "active": active not in ("false", "0", "no"),
     }
+
+
+def _is_utf8(text: str) -> bool:
+    """False for lone surrogates: a JSON "\\ud800", or a file name in another encoding."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _clean_price(text: str) -> Decimal | None:
+    if not text:
+        return None
+    try:
+        price = Decimal(text.replace(",", "."))
+    except InvalidOperation:
+        raise RowError(f"price {text!r} is not a number") from None
+    # Checked before rounding to cents, which fails on numbers of more than 28 digits.
+    if not price.is_finite() or price.is_signed() or price >= PRICE_LIMIT:
+        raise RowError(f"price {text!r} is out of range")
+    return price.quantize(Decimal("0.01"))
 
 
 def load_image_bytes(reference: str, *, base_dir: Path, delay: PoliteDelay) -> tuple[bytes, str]:
@@ -192,18 +298,28 @@ def load_image_bytes(reference: str, *, base_dir: Path, delay: PoliteDelay) -> t
             raise RowError(f"image {reference}: {error}") from None
     if "://" in reference:
         raise RowError(f"image {reference}: only http(s) URLs and paths relative to the file are allowed")
-    file = (base_dir / reference).resolve()
-    if not file.is_relative_to(base_dir.resolve()):
-        raise RowError(f"image {reference}: must be a path inside {base_dir}")
-    if not file.is_file():
-        raise RowError(f"image {reference} not found")
-    if file.stat().st_size > settings.MEEPO_FETCH_MAX_BYTES:
-        raise RowError(f"image {reference} is larger than the {settings.MEEPO_FETCH_MAX_BYTES:,}-byte limit")
-    return file.read_bytes(), ""
+    try:
+        # os.path.realpath: Path.resolve() raises RuntimeError on a symlink loop.
+        file = Path(os.path.realpath(base_dir / reference))
+        if not file.is_relative_to(base_dir.resolve()):
+            raise RowError(f"image {reference}: must be a path inside {base_dir}")
+        if not file.is_file():
+            raise RowError(f"image {reference} not found")
+        if file.stat().st_size > settings.MEEPO_FETCH_MAX_BYTES:
+            raise RowError(f"image {reference} is larger than the {settings.MEEPO_FETCH_MAX_BYTES:,}-byte limit")
+        return file.read_bytes(), ""
+    except OSError as error:  # a name too long, a folder that cannot be read...
+        raise RowError(f"image {reference} cannot be read ({error.strerror or error})") from None
 
 
-def import_row(row: Row, *, delay: PoliteDelay) -> str:
-    """Create or update one item; returns "created", "updated" or "skipped" (unchanged)."""
+def import_row(row: Row, *, delay: PoliteDelay, written: dict[int, str]) -> str:
+    """Create or update one item; returns "created", "updated" or "skipped" (unchanged).
+
+    `written` maps the items that earlier rows of this import wrote to those rows: a second row for
+    the same item would overwrite the first on every run, and re-embed its images each time.
+    """
+    if row.problem:
+        raise RowError(row.problem)
     fields = clean_fields(row.values)
     references = [part.strip() for part in row.values.get("image", "").split("|") if part.strip()]
     if not references:
@@ -226,16 +342,33 @@ def import_row(row: Row, *, delay: PoliteDelay) -> str:
         if item is None:
             item = Item.objects.create(**fields)
             _replace_images(item, images)
-            return "created"
-        # Only what the row gives: a folder import has no price, and must not wipe the CSV's.
-        given = [name for name in ITEM_FIELDS if name in row.values and not (name == "sku" and not fields["sku"])]
-        changed = [name for name in given if getattr(item, name) != fields[name]]
-        for name in changed:
-            setattr(item, name, fields[name])
-        if changed:
-            item.save()
-        images_changed = _replace_images(item, images)
-        return "updated" if changed or images_changed else "skipped"
+            outcome = "created"
+        elif item.pk in written:
+            raise RowError(_duplicate_problem(item, fields["sku"], written[item.pk]))
+        elif not row.updates_existing:
+            outcome = "skipped"
+        else:
+            outcome = _update_item(item, fields, images, given=row.values)
+    written[item.pk] = row.where
+    return outcome
+
+
+def _duplicate_problem(item: Item, sku: str | None, earlier: str) -> str:
+    if sku and item.sku == sku:
+        return f"SKU {sku} is already on {earlier}"
+    return f"the same item as {earlier} (the same first image, and no SKU to tell them apart)"
+
+
+def _update_item(item: Item, fields: dict[str, object], images: list[ItemImage], *, given: dict[str, str]) -> str:
+    # Only what the row gives: a CSV without a price column must not wipe the prices.
+    names = [name for name in ITEM_FIELDS if name in given and not (name == "sku" and not fields["sku"])]
+    changed = [name for name in names if getattr(item, name) != fields[name]]
+    for name in changed:
+        setattr(item, name, fields[name])
+    if changed:
+        item.save()
+    images_changed = _replace_images(item, images)
+    return "updated" if changed or images_changed else "skipped"
 
 
 def _find_item(*, sku: str | None, first_sha256: str) -> Item | None:
