@@ -135,7 +135,8 @@ def _folder_rows(folder: Path) -> Iterator[Row]:
 def _csv_rows(path: Path) -> Iterator[Row]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         # strict: a quote left open ends in an error instead of a row that swallows the rest of the file.
-        reader = csv.reader(handle, strict=True)
+        reader = csv.reader(handle, strict=True, delimiter=_separator(handle.readline()))
+        handle.seek(0)
         header = _csv_header(path, reader)
         while True:
             first_line = reader.line_num + 1
@@ -154,6 +155,16 @@ def _csv_rows(path: Path) -> Iterator[Row]:
                 continue
             values = {name: cell.strip() for name, cell in zip_longest(header, cells, fillvalue="")}
             yield Row(where, values, path.parent)
+
+
+def _separator(header_line: str) -> str:
+    """Commas, or what the header is separated by: Excel writes semicolons where the decimal point is
+    a comma (most of Europe), and tab-separated exports are common too."""
+    names = {"title", "image"}
+    for separator in (",", ";", "\t"):
+        if names <= {name.strip().strip('"').lower() for name in header_line.split(separator)}:
+            return separator
+    return ","
 
 
 def _csv_header(path: Path, reader) -> list[str]:

@@ -1,6 +1,8 @@
+import csv
 import json
 import os
 import shutil
+from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
@@ -418,6 +420,22 @@ def test_columns_and_keys_are_matched_in_any_case(db, data_dir, tmp_path):
     assert (csv_report.created, jsonl_report.created) == (2, 1)
     assert Item.objects.get(sku="DEMO-001").category == "People"
     assert Item.objects.get(sku="J-1").title == "Capital key"
+
+
+@pytest.mark.parametrize("separator", [";", "\t"], ids=["semicolons (Excel in most of Europe)", "tabs"])
+def test_a_csv_separated_by_semicolons_or_tabs_is_read_as_such(db, data_dir, tmp_path, separator):
+    write_catalogue(tmp_path, demo_rows(2))
+    lines = (tmp_path / "catalogue.csv").read_text(encoding="utf-8").splitlines()
+    rows = [next(csv.reader([line])) for line in lines]
+    price = rows[0].index("price")
+    rows[1][price] = rows[1][price].replace(".", ",")  # a decimal comma, as such files have
+    (tmp_path / "catalogue.csv").write_text("\n".join(separator.join(row) for row in rows), encoding="utf-8")
+
+    report = import_catalog(path=tmp_path / "catalogue.csv")
+
+    assert report.created == 2, report.problems
+    first = demo_rows(1)[0]
+    assert Item.objects.get(sku=first["sku"]).price == Decimal(first["price"])
 
 
 def test_jsonl_values_of_the_wrong_type_fail_their_row(db, data_dir, tmp_path):
