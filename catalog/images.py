@@ -53,7 +53,7 @@ def _open_lazily(data: bytes, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageRejected(f"The image has too many pixels (the limit is {max_pixels:,}).") from None
     except Exception as error:  # Pillow raises many kinds of errors for hostile headers.
-        raise ImageRejected(f"The image is damaged or unreadable ({error.__class__.__name__}).") from None
+        raise ImageRejected("The image is damaged or unreadable.") from error
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageRejected("The image has no pixels.")
@@ -106,7 +106,7 @@ def _to_rgb(image: Image.Image, *, draft_size: tuple[int, int] | None = None) ->
             return background
         return image.convert("RGB")
     except Exception as error:
-        raise ImageRejected(f"The image is damaged or truncated ({error.__class__.__name__}).") from None
+        raise ImageRejected("The image is damaged or cut short, so it cannot be read.") from error
 
 
 def make_thumbnail(image: Image.Image, *, size: int) -> bytes:

@@ -97,6 +97,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "tailwind",
+    # Only for its static files: /api/docs serves Swagger UI from them, not from a CDN.
+    "ninja",
     "catalog",
     "pipeline",
     "search",
@@ -104,6 +106,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "search.middleware.ApiNotStoredMiddleware",
     "search.middleware.ApiErrorsAsJsonMiddleware",
     "search.middleware.UploadLimitMiddleware",
     "search.middleware.RateLimitMiddleware",
@@ -130,6 +133,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "search.context_processors.model_banner",
+                "search.context_processors.search_box",
             ],
         },
     },

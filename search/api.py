@@ -1,12 +1,14 @@
 """The JSON API, validated and documented by django-ninja (schema at /api/openapi.json)."""
 
 import time
+from functools import wraps
 from typing import Annotated, Literal
 
 from django.conf import settings
 from django.db.models import Count, Q
 from django.http import HttpRequest
 from ninja import File, Form, NinjaAPI, Path, Query, Schema
+from ninja.decorators import decorate_view
 from ninja.errors import HttpError, ValidationError
 from ninja.files import UploadedFile
 from pydantic import AfterValidator, Field
@@ -14,9 +16,9 @@ from pydantic_core import PydanticCustomError
 
 from catalog.models import Item, ItemImage
 from pipeline import index as index_store
-from pipeline.encoder import ModelUnavailable, configured_model, get_encoder, loaded_encoder
+from pipeline.encoder import ModelUnavailable, configured_model, loaded_encoder
 from search import searcher
-from search.queries import QueryRejected, image_from_upload, image_from_url, parse_box, prepare
+from search.queries import QueryRejected, draft_size_for, image_from_upload, image_from_url, parse_box, prepare
 
 api = NinjaAPI(
     title="Meepo",
@@ -141,7 +143,9 @@ def _results(request: HttpRequest, found: searcher.Results, *, limit: int, offse
             {
                 "item_id": hit.item.id,
                 "title": hit.item.title,
-                "score": round(hit.score, 4),
+                # A cosine's range, as documented, though a share bonus (MEEPO_REGION_WEIGHTS)
+                # lifts the best region scores past 1.
+                "score": round(min(max(hit.score, -1.0), 1.0), 4),
                 "url": request.build_absolute_uri(hit.item.get_absolute_url()),
                 "product_url": hit.item.url,
                 "image_url": request.build_absolute_uri(hit.image.image_url),
@@ -171,7 +175,19 @@ def _check_category(category: str) -> None:
         raise HttpError(400, f"category: there is no category {category!r}.")
 
 
-@api.get("/search", response={200: SearchOut, **SEARCH_ERRORS}, summary="Search by text")
+def get_and_head(path: str, **options):
+    """A GET endpoint that answers HEAD too (uptime monitors use it). HEAD is left out of the
+    schema: it answers as GET does, without the body, and documenting it twice would repeat the
+    operation's id."""
+
+    def register(view):
+        api.api_operation(["HEAD"], path, response=options["response"], include_in_schema=False)(view)
+        return api.get(path, **options)(view)
+
+    return register
+
+
+@get_and_head("/search", response={200: SearchOut, **SEARCH_ERRORS}, summary="Search by text")
 def search_text(request: HttpRequest, params: Query[TextSearchParams]):
     started = time.perf_counter()
     query = searcher.normalise_query(params.q)
@@ -188,8 +204,7 @@ def _photo_search(request: HttpRequest, load_image, options: PhotoOptions, param
     _check_category(params.category)
     box = parse_box(options.box)
     searcher.served_index()
-    plain = box is None and not options.remove_text and not options.enhance
-    image = load_image(get_encoder().draft_size if plain else None)
+    image = load_image(draft_size_for(box, remove_text=options.remove_text, enhance=options.enhance))
     image = prepare(image, box=box, remove_text=options.remove_text, enhance=options.enhance)
     found = searcher.search_by_vector(
         vector=searcher.image_query_vector(image),
@@ -209,21 +224,34 @@ def search_image(
     return _photo_search(request, lambda draft: image_from_upload(image, draft_size=draft), options, params, started)
 
 
+def json_body_only(run):
+    """415 for any other body, before it is parsed: ninja reads any body as JSON, and a form on
+    another site can post text/plain, form-encoded or multipart bodies without a CORS preflight;
+    it must not be able to make this server fetch URLs."""
+
+    @wraps(run)
+    def check(request: HttpRequest, *args, **kwargs):
+        if request.content_type != "application/json":
+            return api.create_response(
+                request, {"error": "Send the body as JSON (Content-Type: application/json)."}, status=415
+            )
+        return run(request, *args, **kwargs)
+
+    return check
+
+
 @api.post(
     "/search/url",
     response={200: SearchOut, **UPLOAD_ERRORS, 415: ErrorOut},
     summary="Search with the URL of a photo",
 )
+@decorate_view(json_body_only)
 def search_url(request: HttpRequest, body: UrlQuery, params: Query[PageParams]):
     started = time.perf_counter()
-    if request.content_type != "application/json":
-        # ninja reads any body as JSON. A form on another site can post text/plain without a CORS
-        # preflight; it must not be able to make this server fetch URLs.
-        raise HttpError(415, "Send the body as application/json.")
     return _photo_search(request, lambda draft: image_from_url(body.url, draft_size=draft), body, params, started)
 
 
-@api.get(
+@get_and_head(
     "/items/{item_id}/similar",
     response={200: SearchOut, **SEARCH_ERRORS, 404: ErrorOut},
     summary="Items that look like this one",
@@ -283,7 +311,7 @@ class StatusOut(Schema):
     index: StatusIndexOut
 
 
-@api.get("/status", response=StatusOut, summary="Catalogue, model and index status")
+@get_and_head("/status", response=StatusOut, summary="Catalogue, model and index status")
 def status(request: HttpRequest):
     states = ItemImage.objects.aggregate(
         images=Count("id"),

@@ -7,6 +7,7 @@ from django.core.cache import caches
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.template.defaultfilters import filesizeformat
+from django.utils.cache import patch_cache_control
 
 # Room for the multipart envelope and the other form fields around the photo itself.
 MULTIPART_SLACK = 64 * 1024
@@ -15,10 +16,14 @@ MULTIPART_SLACK = 64 * 1024
 SEARCH_PATHS = ("/search", "/api/search", "/api/items/")
 
 
-def refuse(request, message: str, status: int):
-    if request.path.startswith("/api/"):
+def is_api(request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def refuse(request, message: str, status: int, *, title: str = ""):
+    if is_api(request):
         return JsonResponse({"error": message}, status=status)
-    return render(request, "search/error.html", {"message": message}, status=status)
+    return render(request, "search/error.html", {"message": message, "title": title}, status=status)
 
 
 class UploadLimitMiddleware:
@@ -53,7 +58,12 @@ class RateLimitMiddleware:
         if rate and request.path.startswith(SEARCH_PATHS):
             wait = seconds_to_wait(client_of(request), *rate)
             if wait:
-                response = refuse(request, f"Too many searches from your address; try again in {wait} s.", 429)
+                response = refuse(
+                    request,
+                    f"Too many searches from your address; try again in {wait} s.",
+                    429,
+                    title="Too many searches",
+                )
                 response["Retry-After"] = str(wait)
                 return response
         return self.get_response(request)
@@ -104,14 +114,29 @@ class ApiErrorsAsJsonMiddleware:
     def __call__(self, request):
         response = self.get_response(request)
         if (
-            request.path.startswith("/api/")
+            is_api(request)
             and response.status_code in (404, 405)
             and not response.get("Content-Type", "").startswith("application/json")
         ):
             if response.status_code == 404:
                 return JsonResponse({"error": f"There is no API endpoint {request.path}."}, status=404)
-            allowed = response.get("Allow", "")
+            # Sorted: the framework lists the methods from a set, in a different order in each worker.
+            allowed = ", ".join(sorted(response.get("Allow", "").split(", ")))
             replacement = JsonResponse({"error": f"{request.method} is not allowed here; use {allowed}."}, status=405)
             replacement["Allow"] = allowed
             return replacement
+        return response
+
+
+class ApiNotStoredMiddleware:
+    """API answers are never stored by browsers or proxies: results change with the catalogue and the
+    index, and a text query in a URL is the shopper's business."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if is_api(request):
+            patch_cache_control(response, no_store=True)
         return response

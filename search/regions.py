@@ -15,8 +15,15 @@ class ImageMatch:
     box: Box | None = None  # for region matches, the best window in the image's pixels
 
 
+def _cosines(scores: np.ndarray) -> np.ndarray:
+    """The index's inner products of unit vectors, held to a cosine's range: the 8-bit codes of
+    window vectors (and of IVF,SQ8 image indexes) give up to 1.0007, which let a region outrank an
+    exact whole-image match in `both` mode."""
+    return np.clip(scores, -1.0, 1.0)
+
+
 def full_matches(ids: np.ndarray, scores: np.ndarray) -> list[ImageMatch]:
-    return [ImageMatch(int(i), float(s), "full") for i, s in zip(ids, scores, strict=True)]
+    return [ImageMatch(int(i), float(s), "full") for i, s in zip(ids, _cosines(scores), strict=True)]
 
 
 def aggregate_windows(
@@ -33,6 +40,7 @@ def aggregate_windows(
     hit (MEEPO_REGION_WEIGHTS: 1 / 0 / 0 by default, the seed design's 0.7 / 0.3 / 0.05 as an option).
     """
     w_max, w_mean, bonus = weights
+    scores = _cosines(scores)
     grouped: dict[int, list[int]] = {}
     for row, image_id in enumerate(ids.tolist()):
         grouped.setdefault(image_id, []).append(row)

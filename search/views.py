@@ -8,17 +8,19 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views import defaults
+from django.views.decorators.http import require_POST, require_safe
 
 from catalog.images import ImageRejected, load_rgb
 from catalog.models import Item, ItemImage
-from pipeline import index as index_store
-from pipeline.encoder import ModelUnavailable, get_encoder
+from pipeline.encoder import ModelUnavailable
 from search import searcher
 from search.forms import PhotoSearchForm, TextSearchForm
-from search.queries import QueryRejected, image_from_upload, image_from_url, parse_box, prepare
+from search.middleware import is_api
+from search.queries import QueryRejected, draft_size_for, image_from_upload, image_from_url, parse_box, prepare
 
 PHOTO_CACHE_PREFIX = "photo-query:"
 
@@ -27,7 +29,7 @@ def _latest():
     return Item.objects.filter(active=True).prefetch_related("images")[: settings.MEEPO_PAGE_SIZE]
 
 
-@require_GET
+@require_safe
 def home(request: HttpRequest) -> HttpResponse:
     return render(
         request,
@@ -41,17 +43,19 @@ def home(request: HttpRequest) -> HttpResponse:
     )
 
 
-@require_GET
+@require_safe
 def results(request: HttpRequest) -> HttpResponse:
     form = TextSearchForm(request.GET)
     context = {"form": form, "photo_form": PhotoSearchForm(), "categories": Item.categories(), "hits": [], "query": ""}
     if not form.is_valid():
         context["error"] = " ".join(message for errors in form.errors.values() for message in errors)
+        # Back in the search box, to be corrected rather than typed again.
+        context["query"] = form.data.get("q", "")
         return render(request, "search/results.html", context, status=400)
     query = searcher.normalise_query(form.cleaned_data["q"])
     photo = form.cleaned_data["photo"]
     category = form.cleaned_data["category"]
-    page = form.cleaned_data["page"] or 1
+    page = form.cleaned_data["page"]
     if not query and not photo:
         return redirect("search:home")
     size = settings.MEEPO_PAGE_SIZE
@@ -77,7 +81,9 @@ def results(request: HttpRequest) -> HttpResponse:
         return render(request, "search/results.html", context, status=503)
     pages = max(1, math.ceil(found.total / size))
     context.update(hits=found.hits, total=found.total, pages=pages, page_numbers=_page_window(page, pages))
-    return render(request, "search/results.html", context)
+    # A page past the last one (an old link, an index that shrank) links to the last page instead.
+    past_the_end = found.total > 0 and page > pages
+    return render(request, "search/results.html", context, status=404 if past_the_end else 200)
 
 
 def _page_window(page: int, pages: int, width: int = 2) -> list[int]:
@@ -96,8 +102,7 @@ def photo_search(request: HttpRequest) -> HttpResponse:
     try:
         box = parse_box(data["box"])
         searcher.served_index()
-        plain = box is None and not data["remove_text"] and not data["enhance"]
-        draft = get_encoder().draft_size if plain else None
+        draft = draft_size_for(box, remove_text=data["remove_text"], enhance=data["enhance"])
         if data["image"]:
             image = image_from_upload(data["image"], draft_size=draft)
         elif data["item_image"]:
@@ -139,7 +144,7 @@ def _preview(image) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-@require_GET
+@require_safe
 def item_detail(request: HttpRequest, item_id: int) -> HttpResponse:
     item = get_object_or_404(Item.objects.prefetch_related("images"), id=item_id, active=True)
     images = list(item.images.all())
@@ -178,8 +183,33 @@ def _matched_region(request: HttpRequest, images: list[ItemImage]):
     return shown, None
 
 
-@require_GET
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-    return JsonResponse({"status": "ok", "index": index_store.current_version() is not None})
+    health = {"status": "ok", "index": True}
+    try:
+        searcher.served_index()
+    except searcher.IndexNotReady as error:
+        # Still 200: the site is up, and says why searches cannot run (no index yet, another model).
+        health.update(index=False, index_error=str(error))
+    return JsonResponse(health)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's 400 for a request it cannot read (a broken multipart body, too many fields): in JSON
+    under /api/."""
+    if not is_api(request):
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, MultiPartParserError):
+        message = f"The upload cannot be read as multipart/form-data: {exception}"
+    else:
+        message = "The request is malformed or too large to read."
+    return JsonResponse({"error": message}, status=400)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """Django's 500, after it has logged the error: in JSON under /api/, without the details."""
+    if is_api(request):
+        return JsonResponse({"error": "Something went wrong on our side; it has been logged."}, status=500)
+    return defaults.server_error(request)

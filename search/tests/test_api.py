@@ -307,3 +307,75 @@ def test_query_photos_never_touch_the_disk(client, settings, indexed_catalogue, 
 
     assert found.status_code == 200 and refused.status_code == 400
     assert sorted(Path(settings.MEDIA_ROOT).rglob("*")) == media_before
+
+
+@pytest.fixture
+def index_of_another_model(settings, indexed_catalogue):
+    """The served index was built with meepo-tiny; the site is now configured for ViT-B-32."""
+    settings.MEEPO_CLIP_MODEL, settings.MEEPO_CLIP_PRETRAINED = "ViT-B-32", "openai"
+    return indexed_catalogue
+
+
+def test_similar_items_from_an_index_of_another_model_are_a_503_like_every_search(client, index_of_another_model):
+    item = index_of_another_model[0]
+
+    similar = client.get(f"/api/items/{item.id}/similar")
+    text = client.get("/api/search", {"q": "cat"})
+
+    assert (similar.status_code, text.status_code) == (503, 503)
+    assert similar.json() == text.json()
+    assert "built with meepo-tiny:untrained, but Meepo is configured for ViT-B-32:openai" in similar.json()["error"]
+
+
+def test_healthz_reports_an_index_of_another_model(client, index_of_another_model):
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["index"] is False
+    assert "configured for ViT-B-32" in body["index_error"] and "embed_catalog" in body["index_error"]
+
+
+def test_healthz_before_any_index_says_what_to_run(client, small_catalogue):
+    body = client.get("/healthz").json()
+
+    assert body["index"] is False and "python manage.py embed_catalog" in body["index_error"]
+
+
+def test_head_answers_wherever_get_does_without_a_body(client, indexed_catalogue):
+    item = indexed_catalogue[0]
+    paths = ["/healthz", "/", "/search?q=cat", item.get_absolute_url()]
+    paths += ["/api/search?q=cat", f"/api/items/{item.id}/similar", "/api/status"]
+
+    for path in paths:
+        got, head = client.get(path), client.head(path)
+
+        assert head.status_code == 200, path
+        assert head["Content-Type"] == got["Content-Type"], path
+        assert head.content == b"", path
+
+
+def test_head_stays_out_of_the_schema(client, db):
+    schema = client.get("/api/openapi.json").json()
+
+    assert {method for methods in schema["paths"].values() for method in methods} == {"get", "post"}
+
+
+def test_a_wrong_method_lists_head_beside_get(client, db):
+    response = client.post("/api/status")
+
+    assert response.status_code == 405 and response["Allow"] == "GET, HEAD"
+    assert response.json() == {"error": "POST is not allowed here; use GET, HEAD."}
+
+
+@pytest.mark.parametrize("option", ["remove_text", "enhance"])
+def test_clean_up_options_on_a_big_photo_still_find_its_item(client, indexed_catalogue, option):
+    item = indexed_catalogue[3]
+    photo = Image.open(io.BytesIO(photo_of(item)))
+    buffer = io.BytesIO()
+    photo.resize((photo.width * 8, photo.height * 8)).save(buffer, format="JPEG", quality=90)
+
+    response = client.post("/api/search/image", {"image": upload(buffer.getvalue()), option: "true"})
+
+    assert response.status_code == 200
+    assert response.json()["results"][0]["item_id"] == item.id

@@ -96,8 +96,24 @@ def method_values(path: str, allowed: str) -> list[Bad]:
             f"{method} is not allowed here; use {allowed}",
         )
         for method in ("GET", "POST", "PUT", "DELETE")
-        if method != allowed
+        if method not in allowed
     ]
+
+
+def multipart(parts: bytes, boundary: str = "photo-boundary"):
+    """A hand-made multipart body, to send what a browser never would."""
+    body = parts + f"--{boundary}--\r\n".encode()
+    content_type = f"multipart/form-data; boundary={boundary}"
+    return lambda client: client.generic("POST", "/api/search/image", body, content_type=content_type)
+
+
+def text_part(name: str, value: str, boundary: str = "photo-boundary") -> bytes:
+    return f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+
+
+def file_part(name: str, data: bytes, boundary: str = "photo-boundary") -> bytes:
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+    return head.encode() + b"Content-Type: image/jpeg\r\n\r\n" + data + b"\r\n"
 
 
 BAD_VALUES = {
@@ -108,7 +124,7 @@ BAD_VALUES = {
         Bad("q of a NUL", search_text(q="\x00"), 400, "q: String should not contain NUL"),
         Bad("q with a NUL", search_text(q="red\x00dress"), 400, "q: String should not contain NUL"),
         Bad("regions not a boolean", search_text(regions="perhaps"), 400, "regions: Input should be a valid boolean"),
-        *method_values("/api/search", "GET"),
+        *method_values("/api/search", "GET, HEAD"),
     ],
     "POST /api/search/image": [
         *page_values(search_image),
@@ -132,6 +148,24 @@ BAD_VALUES = {
             400,
             "image: Field required",
         ),
+        Bad(
+            "multipart without a boundary",
+            lambda client: client.generic("POST", "/api/search/image", b"x", content_type="multipart/form-data"),
+            400,
+            "cannot be read as multipart/form-data: Invalid boundary",
+        ),
+        Bad(
+            "a file name of 5000 characters",
+            multipart(file_part("a" * 5000 + ".jpg", photo().read())),
+            400,
+            "cannot be read as multipart/form-data: Request max total header size exceeded",
+        ),
+        Bad(
+            "more form fields than Django reads",
+            multipart(b"".join(text_part(f"field{n}", "x") for n in range(1001))),
+            400,
+            "malformed or too large",
+        ),
         *method_values("/api/search/image", "POST"),
     ],
     "POST /api/search/url": [
@@ -149,7 +183,14 @@ BAD_VALUES = {
         Bad("url a number", search_url({"url": 42}), 400, "url: Input should be a valid string"),
         Bad("url null", search_url({"url": None}), 400, "url: Input should be a valid string"),
         Bad("body a JSON list", search_url([]), 400, "url: Field required"),
-        Bad("body empty", search_url(""), 400, "body: Field required"),
+        Bad(
+            "body empty",
+            # Django's test client leaves out the Content-Type of an empty body; curl -d '' sends it.
+            lambda client: client.generic("POST", "/api/search/url", b"", CONTENT_TYPE="application/json"),
+            400,
+            "body: Field required",
+        ),
+        Bad("body empty without a Content-Type", search_url(""), 415, "Send the body as JSON"),
         Bad("body cut short", search_url('{"url": "https:'), 400, "Cannot parse request body"),
         Bad("body not UTF-8", search_url(b"\xff\xfe{}"), 400, "Cannot parse request body"),
         Bad("body nested too deep", search_url("[" * 100_000), 400, "Cannot parse request body"),
@@ -162,8 +203,20 @@ BAD_VALUES = {
         Bad(
             "a form instead of JSON",
             search_url("url=https://example.com/cat.jpg", content_type="application/x-www-form-urlencoded"),
+            415,
+            "Send the body as JSON",
+        ),
+        Bad(
+            "multipart instead of JSON",
+            lambda client: client.post("/api/search/url", {"url": "https://example.com/cat.jpg"}),
+            415,
+            "Send the body as JSON",
+        ),
+        Bad(
+            "a JSON body larger than Django reads",
+            search_url({"url": "https://example.com/cat.jpg", "box": "x" * 3_000_000}),
             400,
-            "Cannot parse request body",
+            "malformed or too large",
         ),
         *method_values("/api/search/url", "POST"),
     ],
@@ -175,10 +228,10 @@ BAD_VALUES = {
         Bad("item id zero", similar("0"), 400, "item_id: Input should be greater than or equal to 1"),
         Bad("item id beyond 64 bits", similar(BEYOND_64_BITS), 400, "item_id: Input should be less than or equal"),
         Bad("item id of 5000 digits", similar("9" * 5000), 400, "item_id: Unable to parse input string"),
-        *method_values("/api/items/1/similar", "GET"),
+        *method_values("/api/items/1/similar", "GET, HEAD"),
     ],
     # Status takes no input at all.
-    "GET /api/status": method_values("/api/status", "GET"),
+    "GET /api/status": method_values("/api/status", "GET, HEAD"),
 }
 
 

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from meepo.testing import DEMO_DIR
 from pipeline.window_embedding import configured_layout
@@ -299,3 +300,112 @@ def test_leaving_the_part_search_puts_the_outline_back(page, indexed_catalogue):
     page.get_by_role("button", name="Cancel").click()
     assert page.locator("[data-outline]").is_visible()
     assert page.locator("[data-part-search]").is_hidden()
+
+
+def paste(page, photo: bytes, name: str) -> None:
+    transfer = page.evaluate_handle(PHOTO_TRANSFER, [base64.b64encode(photo).decode(), name])
+    page.evaluate(
+        "(transfer) => document.body.dispatchEvent("
+        "new ClipboardEvent('paste', {clipboardData: transfer, bubbles: true, cancelable: true}))",
+        transfer,
+    )
+
+
+def test_a_photo_pasted_on_the_results_page_is_scrolled_into_view(phone, indexed_catalogue):
+    phone.goto("/search?q=cat")
+    preview = phone.get_by_alt_text("The photo you chose")
+
+    paste(phone, CAT_PHOTO.read_bytes(), "cat.jpg")
+
+    expect(preview).to_be_in_viewport(ratio=1)
+    assert phone.locator("[data-photo-input]").evaluate("(input) => input.files[0].name") == "cat.jpg"
+
+
+def test_a_file_that_is_not_a_photo_is_said_to_be_one_and_gets_no_box_tool(page, indexed_catalogue):
+    page.goto("/")
+
+    page.get_by_label("Photo file").set_input_files(
+        files=[{"name": "fake.jpg", "mimeType": "image/jpeg", "buffer": b"these are my shopping notes"}]
+    )
+
+    expect(page.locator("[data-photo-problem]")).to_have_text(
+        "This file is not a photo we can read. Choose a JPEG, PNG, WebP or GIF photo."
+    )
+    assert page.locator("[data-photo-stage]").is_hidden()
+    assert page.get_by_role("button", name="Search this region").is_hidden()
+    assert page.get_by_role("button", name="Search by photo").is_visible()
+
+
+def test_a_photo_over_the_size_limit_is_refused_before_it_is_uploaded(page, indexed_catalogue, settings):
+    settings.MEEPO_MAX_UPLOAD_BYTES = 1024 * 1024
+    page.goto("/")
+    assert page.get_by_text("up to 1.0\xa0MB").is_visible()
+
+    page.get_by_label("Photo file").set_input_files(
+        files=[{"name": "big.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * 1_500_000}]
+    )
+
+    expect(page.locator("[data-photo-problem]")).to_have_text(
+        "This photo is 1.4 MB: photos can be up to 1.0 MB. Choose a smaller one."
+    )
+    assert page.locator("[data-photo-input]").evaluate("(input) => input.files.length") == 0
+    assert page.locator("[data-photo-stage]").is_hidden()
+
+    page.get_by_label("Photo file").set_input_files(CAT_PHOTO)
+    assert page.locator("[data-photo-problem]").is_hidden()
+    assert page.get_by_alt_text("The photo you chose").is_visible()
+
+
+def test_back_on_the_home_page_after_a_photo_search_the_photo_is_shown_again(page, indexed_catalogue):
+    page.goto("/")
+    page.get_by_label("Photo file").set_input_files(CAT_PHOTO)
+    page.get_by_role("button", name="Search whole photo").click()
+    page.wait_for_url(PHOTO_RESULTS)
+
+    page.go_back()
+
+    page.wait_for_url(re.compile(r"/$"))
+    assert page.locator("[data-photo-input]").evaluate("(input) => input.files.length") == 1
+    expect(page.get_by_alt_text("The photo you chose")).to_be_visible()
+    expect(page.get_by_role("button", name="Search this region")).to_be_visible()
+
+
+def test_back_to_a_results_page_its_filters_show_what_its_address_says(page, indexed_catalogue):
+    page.goto("/search?q=cat")
+    page.get_by_label("Category").select_option("Animals")
+    page.wait_for_url(re.compile(r"category=Animals"))
+    page.get_by_label("Also match parts of photos").check()
+    page.wait_for_url(re.compile(r"regions=on"))
+
+    page.go_back()
+    page.wait_for_url(re.compile(r"/search\?q=cat&category=Animals$"))
+    assert page.get_by_label("Category").input_value() == "Animals"
+    assert not page.get_by_label("Also match parts of photos").is_checked()
+
+    page.go_back()
+    page.wait_for_url(re.compile(r"/search\?q=cat$"))
+    assert page.get_by_label("Category").input_value() == ""
+
+
+def test_a_phone_is_not_told_to_paste_with_ctrl_v(phone, small_catalogue):
+    phone.goto("/")
+
+    assert phone.get_by_text("Drop a photo on this card").is_visible()
+    assert phone.get_by_text("paste one with").is_hidden()
+
+
+def test_the_api_docs_work_without_the_internet(page, live_server, db):
+    elsewhere = []
+
+    def only_this_site(route):
+        if route.request.url.startswith(live_server.url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_site)
+    page.goto("/api/docs")
+
+    expect(page.get_by_text("/api/search/image")).to_be_visible()
+    assert elsewhere == []

@@ -120,6 +120,9 @@ def test_gunicorn_serves_search_and_picks_up_a_new_index(site):
     assert status == 200 and b"Tabby cat print" in page
     status, _ = get(base + "/static/css/dist/styles.css")
     assert status == 200
+    # /api/docs works offline: Swagger UI comes from the collected static files, not a CDN.
+    assert get(base + "/static/ninja/swagger-ui-bundle.js")[0] == 200
+    assert get(base + "/favicon.ico")[0] == 200
 
     # The nightly run switches in a bigger index while the workers keep running.
     manage("import_catalog", str(write_catalogue(tmp_path / "second", demo_rows(12)[8:])))

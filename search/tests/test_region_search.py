@@ -1,5 +1,6 @@
 import io
 
+import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -8,6 +9,7 @@ from pipeline.embedding import embed_catalog
 from pipeline.models import WindowVectors
 from pipeline.window_embedding import configured_layout
 from pipeline.windows import intersection_over_union, windows
+from search.regions import aggregate_windows, full_matches, merge
 
 
 def png(image) -> SimpleUploadedFile:
@@ -40,6 +42,30 @@ def test_a_crop_aligned_to_a_window_finds_its_item_first_with_the_box(
     assert intersection_over_union(tuple(top["box"]), box) >= 0.5
     image = item.images.first()
     assert (top["width"], top["height"]) == (image.width, image.height)
+
+
+@pytest.mark.parametrize("weights", [(1.0, 0.0, 0.0), (0.7, 0.3, 0.05)])
+def test_scores_stay_in_a_cosines_range(client, settings, indexed_catalogue, weights):
+    settings.MEEPO_REGION_WEIGHTS = weights
+    scores = []
+    # Crops whose windows' 8-bit codes scored 1.0007 to 1.0012 against them.
+    for position, window in [(3, 0), (5, 4), (6, 1)]:
+        _, _, crop = window_crop(indexed_catalogue[position], window)
+        body = client.post("/api/search/image", {"image": png(crop), "mode": "both"}).json()
+        scores += [result["score"] for result in body["results"]]
+
+    assert scores and all(-1.0 <= score <= 1.0 for score in scores)
+
+
+def test_a_quantised_region_score_never_outranks_an_exact_whole_image_match():
+    exact = full_matches(np.array([1]), np.array([1.0], dtype=np.float32))
+    quantised = aggregate_windows(
+        np.array([2]), np.array([[0, 0, 64, 64]]), np.array([1.0007], dtype=np.float32), {2: 4}, weights=(1, 0, 0)
+    )
+
+    merged = merge(exact, quantised)
+
+    assert [(match.image_id, match.match, match.score) for match in merged] == [(1, "full", 1.0), (2, "region", 1.0)]
 
 
 def test_a_box_drawn_on_the_whole_photo_searches_that_region(client, indexed_catalogue):

@@ -18,6 +18,11 @@
     return null;
   }
 
+  // As the server's messages write sizes (Django's filesizeformat).
+  function megabytes(bytes) {
+    return (bytes / (1024 * 1024)).toFixed(1) + " MB";
+  }
+
   function clamp(value, low, high) {
     return Math.min(Math.max(value, low), high);
   }
@@ -229,7 +234,9 @@
     const whole = form.querySelector("[data-photo-submit]");
     const wholeLabel = form.querySelector("[data-photo-submit-label]");
     const region = form.querySelector("[data-region-submit]");
-    if (!input || !stage || !frame || !preview || !field) return null;
+    const problem = form.querySelector("[data-photo-problem]");
+    if (!input || !stage || !frame || !preview || !field || !problem) return null;
+    const maxBytes = Number(input.dataset.maxBytes) || Infinity;
 
     const show = boxControls(form, field);
     let box = "";
@@ -247,39 +254,83 @@
       tool.clear();
     });
 
+    // Not a photo, or one the browser cannot decode: no box to draw on it. The file stays chosen,
+    // for the server has the last word (it reads TIFF, which browsers cannot show).
+    preview.addEventListener("error", function () {
+      showStage(false);
+      say("This file is not a photo we can read. Choose a JPEG, PNG, WebP or GIF photo.");
+    });
+
+    function say(message) {
+      problem.textContent = message;
+      problem.hidden = !message;
+    }
+
+    function showStage(showing) {
+      stage.hidden = !showing;
+      if (region) region.hidden = !showing;
+      if (wholeLabel) wholeLabel.textContent = showing ? "Search whole photo" : "Search by photo";
+      if (!showing) tool.clear();
+    }
+
+    // The file on show, so that a visit back to the page finds out whether the browser put another
+    // one into the input (it restores the input after this script has run).
+    let shown = null;
+
     function showPreview(file) {
       if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
-      if (!file) {
+      const tooLarge = file && file.size > maxBytes;
+      // Refused here rather than after the whole upload, with an error page instead of the form.
+      if (tooLarge) input.value = "";
+      shown = tooLarge ? null : file;
+      const limit = megabytes(maxBytes);
+      say(tooLarge ? `This photo is ${megabytes(file.size)}: photos can be up to ${limit}. Choose a smaller one.` : "");
+      if (shown) {
+        preview.src = URL.createObjectURL(shown);
+      } else {
         preview.removeAttribute("src");
-        stage.hidden = true;
-        if (region) region.hidden = true;
-        if (wholeLabel) wholeLabel.textContent = "Search by photo";
-        tool.clear();
-        return;
       }
-      preview.src = URL.createObjectURL(file);
-      stage.hidden = false;
-      if (region) region.hidden = false;
-      if (wholeLabel) wholeLabel.textContent = "Search whole photo";
+      showStage(Boolean(shown));
+      return Boolean(shown);
+    }
+
+    // Scrolls to what the shopper needs to see next: the photo once it has loaded, or what is wrong
+    // with the file. An opening <details> grows over a short transition (daisyUI's collapse):
+    // scrolled to before it has grown, the photo would stay out of sight below the end of the page.
+    function reveal(details) {
+      const growing = details ? details.getAnimations({ subtree: true }) : [];
+      const waits = growing.map(function (animation) {
+        return animation.finished;
+      });
+      if (!stage.hidden) {
+        waits.push(
+          new Promise(function (settled) {
+            preview.addEventListener("load", settled, { once: true });
+            preview.addEventListener("error", settled, { once: true });
+          }),
+        );
+      }
+      Promise.allSettled(waits).then(function () {
+        (stage.hidden ? problem : stage).scrollIntoView({ block: "nearest", behavior: "smooth" });
+      });
     }
 
     // Drop and paste hand over a File; a DataTransfer is the only way to put it into a file
     // input, so the form still submits an ordinary multipart upload.
     function choose(file) {
-      const transfer = new DataTransfer();
-      transfer.items.add(file);
-      input.files = transfer.files;
-      showPreview(file);
+      if (showPreview(file)) {
+        const transfer = new DataTransfer();
+        transfer.items.add(file);
+        input.files = transfer.files;
+      }
       const details = form.closest("details");
       if (details) details.open = true;
-      stage.scrollIntoView({ block: "nearest", behavior: "smooth" });
+      reveal(details);
     }
 
     input.addEventListener("change", function () {
-      showPreview(firstImage(input.files));
+      showPreview(input.files[0] || null);
     });
-    // The browser may have kept the chosen file across a reload or a visit back.
-    if (firstImage(input.files)) showPreview(firstImage(input.files));
 
     form.querySelectorAll("[data-box-clear]").forEach(function (button) {
       button.addEventListener("click", tool.clear);
@@ -291,9 +342,12 @@
       showBusy(event.submitter || whole);
     });
 
-    // Back from the results page (bfcache): the form must be usable again.
     window.addEventListener("pageshow", function () {
+      // Back from the results page (bfcache): the form must be usable again.
       clearBusy(form);
+      // The browser may have kept the chosen file across a reload or a visit back.
+      const file = input.files[0] || null;
+      if (file !== shown) showPreview(file);
     });
 
     let depth = 0;
@@ -421,6 +475,11 @@
     if (button) button.hidden = true;
     control.addEventListener("change", function () {
       form.requestSubmit();
+    });
+    // Back to a page from the back-forward cache, the controls still show the choice that left it;
+    // the server rendered the URL's choices as their defaults.
+    window.addEventListener("pageshow", function () {
+      form.reset();
     });
   }
 
