@@ -366,7 +366,7 @@ def _image_precision(torch, device: str) -> str:
     Most of a ViT's time on a CPU is its linear layers. Where the CPU multiplies bf16 natively (AMX,
     or AVX512-BF16 as on AMD Zen 4), bf16 weights run them 2.5–4× faster than fp32 and stay
     closest to the fp32 vectors (cosine 0.9999); elsewhere bf16 is emulated and slow, and int8
-    dynamic quantisation of the linear layers wins (cosine 0.999).
+    dynamic quantisation of every linear layer wins (cosine 0.999; packed_layers.quantise_to_int8).
     Both hold the cosine bars of issue #4, measured by `manage.py benchmark`.
     """
     if device != "cpu":
