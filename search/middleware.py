@@ -55,7 +55,7 @@ class RateLimitMiddleware:
 
     def __call__(self, request):
         rate = settings.MEEPO_RATE_LIMIT
-        if rate and request.path.startswith(SEARCH_PATHS):
+        if rate and request.path.startswith(SEARCH_PATHS) and not _photo_already_searched(request):
             wait = seconds_to_wait(client_of(request), *rate)
             if wait:
                 response = refuse(
@@ -67,6 +67,12 @@ class RateLimitMiddleware:
                 response["Retry-After"] = str(wait)
                 return response
         return self.get_response(request)
+
+
+def _photo_already_searched(request) -> bool:
+    """The results page of a photo search (its redirect, its other pages): the photo's upload counted
+    already, and its vector waits in the cache, so these pages cost no model."""
+    return request.method in ("GET", "HEAD") and request.path == "/search" and "photo" in request.GET
 
 
 def client_of(request) -> str:

@@ -4,7 +4,9 @@ import json
 import time
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 
+from meepo.testing import DEMO_DIR
 from search.tests.test_gunicorn import get, site  # noqa: F401 (the site fixture)
 
 
@@ -33,6 +35,19 @@ def test_every_kind_of_search_counts_towards_the_limit(client, limited):
     assert page.status_code == 429
     assert b"Too many searches</h1>" in page.content and b"Something went wrong" not in page.content
     assert client.post("/api/search/url", {"url": "https://example.com/x.jpg"}, "application/json").status_code == 429
+
+
+def test_a_photo_search_counts_once_however_many_of_its_pages_are_seen(client, limited):
+    def search_with_a_photo():
+        photo = SimpleUploadedFile("cat.jpg", (DEMO_DIR / "images" / "chelsea-cat.jpg").read_bytes(), "image/jpeg")
+        return client.post("/search/photo", {"image": photo})
+
+    for _ in range(3):
+        response = search_with_a_photo()
+        assert response.status_code == 302
+        assert client.get(response["Location"]).status_code == 200  # the redirect to its results
+    assert client.get(response["Location"] + "&page=2").status_code in (200, 404)
+    assert search_with_a_photo().status_code == 429
 
 
 def test_other_pages_are_never_limited(client, limited):
