@@ -14,6 +14,7 @@ from PIL import Image
 from catalog.images import ImageRejected
 from catalog.models import CATEGORIES_CACHE_KEY, Item, ItemImage
 from pipeline.encoder import configured_model, get_encoder
+from search.forms import strip_invisible
 from search.regions import ImageMatch, aggregate_windows, full_matches, merge
 from search.served_index import IndexNotReady, ServedIndex, served_index
 
@@ -208,7 +209,9 @@ def _warm_up_model() -> None:
 
 
 def normalise_query(query: str) -> str:
-    return " ".join(query.split())
+    """Words separated by single spaces, without invisible characters around them (a zero-width
+    space pasted along with the words is no query)."""
+    return " ".join(strip_invisible(query).split())
 
 
 def search_by_text(*, query: str, limit: int, offset: int = 0, category: str = "", regions: bool = False) -> Results:

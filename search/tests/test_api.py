@@ -103,6 +103,12 @@ def test_similar_items_keep_to_the_category_asked_for(client, indexed_catalogue)
     assert {result["category"] for result in body["results"]} == {category}
 
 
+def test_a_query_of_invisible_characters_is_empty(client, indexed_catalogue):
+    response = client.get("/api/search", {"q": "\u200b\u200b \ufeff"})
+
+    assert response.status_code == 400 and "empty" in response.json()["error"]
+
+
 def test_similar_for_an_unknown_item_is_404(client, indexed_catalogue):
     response = client.get("/api/items/999999/similar")
 
