@@ -251,16 +251,16 @@ def clean_fields(values: dict[str, str]) -> dict[str, object]:
             raise RowError(f"{name} is longer than {limit} characters")
     currency = values.get("currency", "")
     if currency and not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
-        raise RowError(f"currency {currency!r} is not a three-letter code such as EUR")
+        raise RowError(f"currency {_shown(currency)} is not a three-letter code such as EUR")
     url = values.get("url", "")
     if url:
         try:
             URLValidator(schemes=["http", "https"])(url)
         except ValidationError:
-            raise RowError(f"url {url!r} is not an http(s) URL") from None
+            raise RowError(f"url {_shown(url)} is not an http(s) URL") from None
     active = values.get("active", "").lower()
     if active not in ("", "true", "false", "1", "0", "yes", "no"):
-        raise RowError(f"active {values['active']!r} must be true or false")
+        raise RowError(f"active {_shown(values['active'])} must be true or false")
     tags = [tag.strip() for tag in values.get("tags", "").replace("|", ",").split(",") if tag.strip()]
     if len(", ".join(tags)) > 500:
         raise RowError("tags are longer than 500 characters in all")
@@ -275,6 +275,11 @@ def clean_fields(values: dict[str, str]) -> dict[str, object]:
         "tags": ", ".join(tags),
         "active": active not in ("false", "0", "no"),
     }
+
+
+def _shown(value: str, limit: int = 60) -> str:
+    """A bad value as the report quotes it: a 5,000-digit price would fill the admin's screen."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
 def _is_utf8(text: str) -> bool:
@@ -292,10 +297,10 @@ def _clean_price(text: str) -> Decimal | None:
     try:
         price = Decimal(text.replace(",", "."))
     except InvalidOperation:
-        raise RowError(f"price {text!r} is not a number") from None
+        raise RowError(f"price {_shown(text)} is not a number") from None
     # Checked before rounding to cents, which fails on numbers of more than 28 digits.
     if not price.is_finite() or price.is_signed() or price >= PRICE_LIMIT:
-        raise RowError(f"price {text!r} is out of range")
+        raise RowError(f"price {_shown(text)} is out of range")
     return price.quantize(Decimal("0.01"))
 
 

@@ -254,6 +254,15 @@ def test_negative_and_not_finite_prices_fail_their_row(db, data_dir, tmp_path):
     assert not Item.objects.exists()
 
 
+def test_a_very_long_bad_value_is_quoted_shortened(db, data_dir, tmp_path):
+    write_catalogue(tmp_path, demo_rows(1))
+    lines = [{"title": "Long price", "price": "9" * 5000, "image": demo_rows(1)[0]["image"]}]
+
+    report = import_catalog(path=write_jsonl(tmp_path, lines))
+
+    assert report.failed == 1 and len(report.problems[0]) < 120 and "9999…" in report.problems[0]
+
+
 @pytest.mark.parametrize("name", ["catalogue.csv", "items.jsonl"])
 def test_a_file_that_is_not_utf8_is_refused_before_any_row_lands(db, data_dir, tmp_path, name):
     write_catalogue(tmp_path, demo_rows(3))
