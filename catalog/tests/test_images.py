@@ -483,3 +483,12 @@ def test_garbage_never_escapes_as_another_exception():
     # The examples that matter most when a property above ever fails, kept as a fast regression list.
     for data in [b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b"II*\0", b"MM\0*", b"RIFF\0\0\0\0WEBP"]:
         assert loads_or_refuses(data) is None
+
+
+def test_stored_photos_are_readable_by_a_web_server_running_as_another_user(small_catalogue, data_dir):
+    import stat
+
+    image = small_catalogue[0].images.first()
+    for name in (image.file.name, image.thumbnail_name):
+        mode = (data_dir / "media" / name).stat().st_mode
+        assert mode & stat.S_IROTH, f"{name} is {stat.filemode(mode)}"
