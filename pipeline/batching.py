@@ -27,8 +27,13 @@ def read_files(images: list[ItemImage], *, reader: ThreadPoolExecutor | None = N
     return images, list(reader.map(_read, images) if reader else map(_read, images))
 
 
+class Unreadable(str):
+    """Why an image's file could not be read. Unlike bytes that do not decode, this may pass (files
+    imported as root before a chown, a storage mount not up yet): the image is tried again next run."""
+
+
 def _read(image: ItemImage) -> bytes | str:
     try:
         return image.read_bytes()
     except (OSError, ValueError) as error:
-        return f"the file could not be read ({error.__class__.__name__})"
+        return Unreadable(f"the file could not be read ({error.__class__.__name__}); tried again on the next run")

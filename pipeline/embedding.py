@@ -17,7 +17,7 @@ from django.utils import timezone
 from catalog.images import ImageRejected
 from catalog.models import ItemImage
 from pipeline import index as index_store
-from pipeline.batching import prefetched, read_files
+from pipeline.batching import Unreadable, prefetched, read_files
 from pipeline.encoder import Encoder, configured_model, get_encoder
 from pipeline.locking import exclusive_lock
 from pipeline.models import ImageVector, WindowVectors
@@ -36,6 +36,7 @@ class EmbedReport:
     encoded: int = 0
     skipped: int = 0
     failed: int = 0
+    unreadable: int = 0  # files that could not be read: still pending, tried again next run
     windows: int = 0  # images whose windows were encoded
     seconds: float = 0.0
     index_vectors: int | None = None  # None: the index in service was already up to date
@@ -44,7 +45,8 @@ class EmbedReport:
         rate = self.encoded / self.seconds if self.seconds else 0.0
         index = "index unchanged" if self.index_vectors is None else f"index rebuilt with {self.index_vectors} vectors"
         return (
-            f"encoded {self.encoded}, skipped {self.skipped}, failed {self.failed}, windows of {self.windows} images "
+            f"encoded {self.encoded}, skipped {self.skipped}, failed {self.failed}, unreadable {self.unreadable}, "
+            f"windows of {self.windows} images "
             f"in {self.seconds:.1f} s ({rate:.1f} images/s); {index}"
         )
 
@@ -91,14 +93,19 @@ def embed_catalog(
                     # Only the reading goes ahead: decoding waits for the cores (Encoder.decodes_alongside).
                     loaded = map(decode, prefetched(batches, read_files, pool))
                 for batch in iter_wrapper(loaded, len(todo)):
-                    encoded, failed = _store_batch(*batch, encoder=encoder)
+                    encoded, failed, unreadable = _store_batch(*batch, encoder=encoder)
                     report.encoded += encoded
                     report.failed += failed
+                    report.unreadable += unreadable
         if windows and layout and images_needing_windows(spec.key, layout.key).exists():
             encoder = encoder or encoder_factory()
             report.windows = embed_windows(encoder=encoder, layout=layout, iter_wrapper=windows_iter_wrapper)
         report.index_vectors = rebuild_index_if_stale(
-            spec=spec, layout=layout, force=full or bool(todo) or bool(report.windows), encoder=encoder
+            # Forced where vectors were written: re-encoded ones (--full) may differ under the same digest.
+            spec=spec,
+            layout=layout,
+            force=bool(report.encoded or report.windows),
+            encoder=encoder,
         )
     report.seconds = time.monotonic() - started
     return report
@@ -132,10 +139,13 @@ def _store_batch(images: list[ItemImage], batch, errors: dict[int, str], *, enco
     vectors = encoder.encode_pixels(batch) if batch is not None else np.empty((0, encoder.dimension))
     now = timezone.now()
     rows = iter(vectors.astype(np.float16))
-    stored, failed = [], []
+    stored, failed, unreadable = [], [], []
     for image in images:
         image.embedded_model, image.embedded_sha256, image.embedded_at = spec.key, image.sha256, now
-        if image.id in errors:
+        if isinstance(errors.get(image.id), Unreadable):
+            image.embedding_state, image.embedding_error = ItemImage.State.PENDING, errors[image.id]
+            unreadable.append(image.id)
+        elif image.id in errors:
             image.embedding_state, image.embedding_error = ItemImage.State.FAILED, errors[image.id]
             failed.append(image.id)
         else:
@@ -153,7 +163,7 @@ def _store_batch(images: list[ItemImage], batch, errors: dict[int, str], *, enco
         ItemImage.objects.bulk_update(
             images, ["embedding_state", "embedding_error", "embedded_model", "embedded_sha256", "embedded_at"]
         )
-    return len(stored), len(failed)
+    return len(stored), len(failed), len(unreadable)
 
 
 def current_vectors(model_key: str):
