@@ -24,6 +24,11 @@ max_requests = 5000
 max_requests_jitter = 500
 accesslog = os.environ.get("MEEPO_ACCESS_LOG", "-") or None
 forwarded_allow_ips = os.environ.get("MEEPO_FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn's control socket (for gunicornc) is at $XDG_RUNTIME_DIR/gunicorn.ctl or
+# ~/.gunicorn/gunicorn.ctl by default: one path for every gunicorn of a user, which each one unlinks
+# as it starts and again as it stops, taking it from the others (the site, a second instance, the
+# tests' and benchmarks' servers). systemd and signals manage Meepo's; no socket.
+control_socket_disable = True
 # The workers share the cores: one torch thread each on a 2-core box. Two threads per worker, each
 # waking the other's sleeping OpenMP thread for every one of a query's ~200 small operations, were
 # no faster for a lone text query and slower under load (`python -m pipeline.benchmarks.load`
