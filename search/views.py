@@ -67,10 +67,17 @@ def results(request: HttpRequest) -> HttpResponse:
             if cached is None:
                 context["error"] = "This photo search has expired. Search with the photo again."
                 return render(request, "search/results.html", context, status=404)
-            context.update(photo=photo, photo_preview=cached["preview"], mode=cached["mode"])
+            source = cached.get("source")
+            context.update(photo=photo, photo_preview=cached["preview"], mode=cached["mode"], source=source)
             vector = np.frombuffer(cached["vector"], dtype=np.float32)
             found = searcher.search_by_vector(
-                vector=vector, limit=size, offset=offset, category=category, mode=cached["mode"]
+                vector=vector,
+                limit=size,
+                offset=offset,
+                category=category,
+                mode=cached["mode"],
+                # A search with an item's own photo would find that item first: the shopper is on its page.
+                exclude_item_id=source["item_id"] if source else None,
             )
         else:
             regions = form.cleaned_data["regions"]
@@ -103,10 +110,12 @@ def photo_search(request: HttpRequest) -> HttpResponse:
         box = parse_box(data["box"])
         searcher.served_index()
         draft = draft_size_for(box, remove_text=data["remove_text"], enhance=data["enhance"])
+        source = None
         if data["image"]:
             image = image_from_upload(data["image"], draft_size=draft)
         elif data["item_image"]:
-            image = _catalogue_image(data["item_image"])
+            item_image, image = _catalogue_image(data["item_image"])
+            source = {"item_id": item_image.item_id, "title": item_image.item.title, "part": box is not None}
         else:
             image = image_from_url(data["url"], draft_size=draft)
         image = prepare(image, box=box, remove_text=data["remove_text"], enhance=data["enhance"])
@@ -120,17 +129,23 @@ def photo_search(request: HttpRequest) -> HttpResponse:
     token = secrets.token_urlsafe(12)
     cache.set(
         PHOTO_CACHE_PREFIX + token,
-        {"vector": vector.astype(np.float32).tobytes(), "preview": _preview(image), "mode": data["mode"]},
+        {
+            "vector": vector.astype(np.float32).tobytes(),
+            "preview": _preview(image),
+            "mode": data["mode"],
+            "source": source,
+        },
     )
     return redirect(f"{reverse('search:results')}?photo={token}")
 
 
 def _catalogue_image(image_id: int):
-    image = ItemImage.objects.filter(id=image_id, item__active=True).first()
+    """The catalogue image and its photo, for a search started from an item page."""
+    image = ItemImage.objects.filter(id=image_id, item__active=True).select_related("item").first()
     if image is None:
         raise QueryRejected("That catalogue image does not exist.")
     try:
-        return load_rgb(image.read_bytes(), max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS)
+        return image, load_rgb(image.read_bytes(), max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS)
     except (ImageRejected, OSError):
         raise QueryRejected("That catalogue image cannot be read.") from None
 

@@ -55,6 +55,12 @@
     }
     layer.appendChild(element);
     frame.appendChild(layer);
+    // Says where the box is, for those who cannot see it: after each key press and each drag.
+    const status = document.createElement("p");
+    status.dataset.boxStatus = "";
+    status.className = "sr-only";
+    status.setAttribute("aria-live", "polite");
+    frame.appendChild(status);
 
     let box = null;
     let drag = null;
@@ -98,6 +104,13 @@
         element.classList.toggle("is-too-small", state === "too-small");
       }
       onChange(state === "ready" ? [found.x, found.y, found.w, found.h].join(",") : "", state);
+    }
+
+    function announce() {
+      const found = pixels();
+      status.textContent = found
+        ? `Box ${found.w}×${found.h} at ${found.x}, ${found.y}; arrows move, Shift+arrows resize`
+        : "No box";
     }
 
     layer.addEventListener("pointerdown", function (event) {
@@ -146,7 +159,9 @@
     });
 
     function endDrag(event) {
-      if (drag && event.pointerId === drag.pointerId) drag = null;
+      if (!drag || event.pointerId !== drag.pointerId) return;
+      if (drag.moved) announce();
+      drag = null;
     }
     layer.addEventListener("pointerup", endDrag);
     layer.addEventListener("pointercancel", endDrag);
@@ -174,6 +189,7 @@
       }
       event.preventDefault();
       update();
+      announce();
     });
 
     return {
@@ -184,6 +200,7 @@
       },
       remove: function () {
         layer.remove();
+        status.remove();
       },
       focus: function () {
         layer.focus({ preventScroll: true });
@@ -235,6 +252,7 @@
     const wholeLabel = form.querySelector("[data-photo-submit-label]");
     const region = form.querySelector("[data-region-submit]");
     const problem = form.querySelector("[data-photo-problem]");
+    const note = form.querySelector("[data-photo-note]");
     if (!input || !stage || !frame || !preview || !field || !problem) return null;
     const maxBytes = Number(input.dataset.maxBytes) || Infinity;
 
@@ -258,12 +276,27 @@
     // for the server has the last word (it reads TIFF, which browsers cannot show).
     preview.addEventListener("error", function () {
       showStage(false);
-      say("This file is not a photo we can read. Choose a JPEG, PNG, WebP or GIF photo.");
+      if (shown && isTiff(shown)) {
+        // Chromium and Firefox cannot show TIFF; the server reads it, so this is no error.
+        tell("No preview for TIFF photos; you can still search with it.");
+      } else {
+        say("This file is not a photo we can read. Choose a JPEG, PNG, WebP or GIF photo.");
+      }
     });
+
+    function isTiff(file) {
+      return file.type === "image/tiff" || /\.tiff?$/i.test(file.name);
+    }
 
     function say(message) {
       problem.textContent = message;
       problem.hidden = !message;
+    }
+
+    function tell(message) {
+      if (!note) return;
+      note.textContent = message;
+      note.hidden = !message;
     }
 
     function showStage(showing) {
@@ -284,6 +317,7 @@
       if (tooLarge) input.value = "";
       shown = tooLarge ? null : file;
       const limit = megabytes(maxBytes);
+      tell("");
       say(tooLarge ? `This photo is ${megabytes(file.size)}: photos can be up to ${limit}. Choose a smaller one.` : "");
       if (shown) {
         preview.src = URL.createObjectURL(shown);
@@ -311,7 +345,9 @@
         );
       }
       Promise.allSettled(waits).then(function () {
-        (stage.hidden ? problem : stage).scrollIntoView({ block: "nearest", behavior: "smooth" });
+        let shownNext = stage;
+        if (stage.hidden) shownNext = note && !note.hidden ? note : problem;
+        shownNext.scrollIntoView({ block: "nearest", behavior: "smooth" });
       });
     }
 
@@ -330,6 +366,13 @@
 
     input.addEventListener("change", function () {
       showPreview(input.files[0] || null);
+      reveal(null);
+    });
+
+    // A box drawn with a finger on a phone leaves the button that searches with it below the fold.
+    // Not while drawing: scrolling then would move the photo under the finger.
+    frame.addEventListener("pointerup", function () {
+      if (region && !region.disabled) region.scrollIntoView({ block: "nearest", behavior: "smooth" });
     });
 
     form.querySelectorAll("[data-box-clear]").forEach(function (button) {
