@@ -97,7 +97,10 @@ class Encoder:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(TINY_MODEL_SEED)
                 model, _, preprocess = open_clip.create_model_and_transforms(
-                    spec.name, pretrained=spec.pretrained, device=self.device
+                    spec.name,
+                    pretrained=spec.pretrained,
+                    device=self.device,
+                    force_quick_gelu=_trained_with_quick_gelu(open_clip, spec),
                 )
         except Exception as error:
             raise ModelUnavailable(_load_failure(spec, error, self.device)) from None
@@ -284,6 +287,14 @@ def _load_failure(spec: ModelSpec, error: Exception, device: str) -> str:
     if isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)) or "can't allocate memory" in str(error):
         return f"This machine has too little free memory for {spec.name} ({what})."
     return f"Could not load the {spec.pretrained!r} weights for {spec.name} ({what}). {OFFLINE_HINT}"
+
+
+def _trained_with_quick_gelu(open_clip, spec: ModelSpec) -> bool:
+    """Whether the weights were trained with QuickGELU where the model's config says GELU (OpenAI's
+    weights for ViT-B-32, among others): open_clip only warns, and the vectors come out a little off."""
+    if not spec.pretrained or _looks_like_path(spec.pretrained):
+        return False  # a weights file says nothing: MEEPO_CLIP_MODEL=ViT-B-32-quickgelu for OpenAI's
+    return bool(open_clip.get_pretrained_cfg(spec.name, spec.pretrained).get("quick_gelu", False))
 
 
 def _download_problem(open_clip, spec: ModelSpec) -> str | None:

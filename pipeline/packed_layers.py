@@ -62,8 +62,8 @@ class SmallBatch:
         return self.kernel.pack(weight, bf16=self.weights == torch.bfloat16)
 
     def linear(self, x, weight, bias, gelu: str | None):
-        y = self.kernel.linear(x, weight, bias, gelu=gelu == "none")
-        return y if gelu in (None, "none") else F.gelu(y, approximate=gelu)
+        y = self.kernel.linear(x, weight, bias, gelu=gelu == "none", quick_gelu=gelu == "quick")
+        return y if gelu in (None, "none", "quick") else F.gelu(y, approximate=gelu)
 
     def fits(self, transformer) -> bool:
         return transformer.width % self.kernel.BLOCK == 0 and all(
@@ -73,7 +73,8 @@ class SmallBatch:
 
 class PackedLinear(torch.nn.Linear):
     kernel: OneDnn | SmallBatch
-    gelu: str | None = None  # GELU's approximation ("none" is the exact erf) when it follows the layer
+    # GELU's approximation ("none" is the exact erf) when it follows the layer; "quick": QuickGELU.
+    gelu: str | None = None
 
     def forward(self, x):
         return self.kernel.linear(x, self.weight, self.bias, self.gelu)
@@ -140,6 +141,7 @@ class CausalTextTower(open_clip.transformer.Transformer):
     """A causal text tower whose blocks run in one call to the small-batch kernel."""
 
     tower_tensors: list[torch.Tensor]
+    quick_gelu = False  # the MLP's activation: QuickGELU (OpenAI's weights) rather than the erf GELU
     start_token = -1
     start = torch.empty(0)
 
@@ -148,13 +150,19 @@ class CausalTextTower(open_clip.transformer.Transformer):
         begins with and no later token changes (the tower is causal): each query then runs one
         position fewer, the same result bit for bit."""
         self.start = self.kernel.start_of_text(
-            token, model.token_embedding.weight, model.positional_embedding, self.tower_tensors, self.heads, self.eps
+            token,
+            model.token_embedding.weight,
+            model.positional_embedding,
+            self.tower_tensors,
+            self.heads,
+            self.eps,
+            self.quick_gelu,
         )
         self.start_token = token
 
     def forward(self, x, attn_mask=None):
         # Installed on causal text towers only, which open_clip always calls with the causal mask.
-        return self.kernel.causal_tower(x, self.tower_tensors, self.heads, self.eps)
+        return self.kernel.causal_tower(x, self.tower_tensors, self.heads, self.eps, self.quick_gelu)
 
     def encode(self, model, tokens):
         """open_clip's encode_text, normalised, in one call: the tower runs up to the last end-of-text
@@ -167,6 +175,7 @@ class CausalTextTower(open_clip.transformer.Transformer):
             self.tower_tensors,
             self.heads,
             self.eps,
+            self.quick_gelu,
             norm.weight,
             norm.bias,
             norm.eps,
@@ -222,9 +231,13 @@ def route_transformer(transformer, *, causal: bool = False, weights: torch.dtype
         if type(mlp.gelu) is torch.nn.GELU:
             mlp.c_fc.gelu = mlp.gelu.approximate
             mlp.gelu = torch.nn.Identity()
+        elif type(mlp.gelu) is open_clip.transformer.QuickGELU and isinstance(kernel, SmallBatch):
+            mlp.c_fc.gelu = "quick"
+            mlp.gelu = torch.nn.Identity()
     if causal and isinstance(kernel, SmallBatch) and _one_call_fits(blocks):
         transformer.kernel = kernel.kernel
         transformer.heads, transformer.eps = blocks[0].attn.num_heads, blocks[0].ln_1.eps
+        transformer.quick_gelu = blocks[0].mlp.c_fc.gelu == "quick"
         transformer.tower_tensors = [
             tensor.detach()
             for block in blocks
@@ -280,7 +293,8 @@ def _one_call_fits(blocks) -> bool:
         type(block.ls_1) is torch.nn.Identity
         and type(block.ls_2) is torch.nn.Identity
         and type(block.mlp.gelu) is torch.nn.Identity
-        and block.mlp.c_fc.gelu == "none"
+        and block.mlp.c_fc.gelu in ("none", "quick")
+        and block.mlp.c_fc.gelu == blocks[0].mlp.c_fc.gelu
         and block.attn.out_proj.bias is not None
         and block.mlp.c_fc.bias is not None
         and block.mlp.c_proj.bias is not None

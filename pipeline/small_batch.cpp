@@ -93,9 +93,21 @@ static inline __m512 gelu(__m512 x) {
   return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)), _mm512_add_ps(one, erf));
 }
 
-// What a linear layer does with its sums: store them, store their GELU, or add them to the output
-// (a residual connection).
-enum class Then { Store, Gelu, AddTo };
+// open_clip's QuickGELU, x sigmoid(1.702 x), which OpenAI's CLIP weights were trained with. The
+// sigmoid from e^-|z| (the exp above takes no positive argument): 1 / (1 + e) for z >= 0, e / (1 + e)
+// below, which keeps its precision where it is small.
+static inline __m512 quick_gelu(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(1.702f));
+  const __m512 e = exp_of_non_positive(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(z)));
+  const __mmask16 negative = _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ);
+  const __m512 sigmoid = _mm512_div_ps(_mm512_mask_mov_ps(one, negative, e), _mm512_add_ps(one, e));
+  return _mm512_mul_ps(x, sigmoid);
+}
+
+// What a linear layer does with its sums: store them, store their GELU or QuickGELU, or add them to
+// the output (a residual connection).
+enum class Then { Store, Gelu, QuickGelu, AddTo };
 
 static inline void load_block(const float* w, __m512& w0, __m512& w1) {
   w0 = _mm512_loadu_ps(w);
@@ -128,6 +140,7 @@ static void rows_times_block(const float* x, int64_t k, const WEIGHT* w, const f
     for (int half = 0; half < 2; ++half) {
       float* out = y + r * n + 16 * half;
       if constexpr (THEN == Then::Gelu) sums[r][half] = gelu(sums[r][half]);
+      if constexpr (THEN == Then::QuickGelu) sums[r][half] = quick_gelu(sums[r][half]);
       if constexpr (THEN == Then::AddTo) sums[r][half] = _mm512_add_ps(_mm512_loadu_ps(out), sums[r][half]);
       _mm512_storeu_ps(out, sums[r][half]);
     }
@@ -182,12 +195,16 @@ static void linear_to(const torch::Tensor& x, const torch::Tensor& packed, const
   }
 }
 
-torch::Tensor linear(const torch::Tensor& input, const torch::Tensor& packed, const torch::Tensor& bias, bool gelu) {
+torch::Tensor linear(const torch::Tensor& input, const torch::Tensor& packed, const torch::Tensor& bias, bool gelu,
+                     bool quick_gelu) {
   const auto x = input.contiguous();
   auto sizes = x.sizes().vec();
   sizes.back() = packed.size(0) * BLOCK;
   auto out = torch::empty(sizes, x.options());
-  if (gelu) {
+  TORCH_CHECK(!(gelu && quick_gelu), "one activation at most");
+  if (quick_gelu) {
+    linear_to<Then::QuickGelu>(x, packed, bias, out);
+  } else if (gelu) {
     linear_to<Then::Gelu>(x, packed, bias, out);
   } else {
     linear_to<Then::Store>(x, packed, bias, out);
@@ -264,7 +281,7 @@ static void causal_attention(const float* qkv, const float* earlier, int64_t bef
 // The input's positions follow `before` earlier ones whose keys and values are in earlier
 // [blocks, before, 2 * width]; a single text's own are written to keep [blocks, length, 2 * width].
 static torch::Tensor run_tower(const torch::Tensor& input, const std::vector<torch::Tensor>& blocks, int64_t heads,
-                               double eps, const float* earlier, int64_t before, float* keep) {
+                               double eps, bool quick_gelu, const float* earlier, int64_t before, float* keep) {
   TORCH_CHECK(input.dim() == 3 && input.scalar_type() == torch::kFloat && input.is_cpu(),
               "a [batch, length, width] float32 CPU input");
   TORCH_CHECK(blocks.size() % 12 == 0, "12 tensors per block");
@@ -299,27 +316,31 @@ static torch::Tensor run_tower(const torch::Tensor& input, const std::vector<tor
                normed.data_ptr<float>());
     // The MLP's GELU is applied to the sums in registers: torch's own took 0.3-0.4 ms a query.
     auto hidden = torch::empty({batch, length, p[8].size(0) * BLOCK}, x.options());
-    linear_to<Then::Gelu>(normed, p[8], p[9], hidden);
+    if (quick_gelu) {
+      linear_to<Then::QuickGelu>(normed, p[8], p[9], hidden);
+    } else {
+      linear_to<Then::Gelu>(normed, p[8], p[9], hidden);
+    }
     linear_to<Then::AddTo>(hidden, p[10], p[11], x);
   }
   return x;
 }
 
 torch::Tensor causal_tower(const torch::Tensor& input, const std::vector<torch::Tensor>& blocks, int64_t heads,
-                           double eps) {
-  return run_tower(input, blocks, heads, eps, nullptr, 0, nullptr);
+                           double eps, bool quick_gelu) {
+  return run_tower(input, blocks, heads, eps, quick_gelu, nullptr, 0, nullptr);
 }
 
 // The keys and values ([blocks, 1, 2 * width]) of a text's first token at its first position: the
 // start-of-text token every query begins with. No later position changes them (the tower is
 // causal), so encode_text takes them from here instead of computing them again for each query.
 torch::Tensor start_of_text(int64_t token, const torch::Tensor& token_embedding, const torch::Tensor& positional,
-                            const std::vector<torch::Tensor>& blocks, int64_t heads, double eps) {
+                            const std::vector<torch::Tensor>& blocks, int64_t heads, double eps, bool quick_gelu) {
   TORCH_CHECK(token >= 0 && token < token_embedding.size(0), "a token id outside the vocabulary");
   const int64_t width = token_embedding.size(1);
   auto x = (token_embedding[token] + positional[0]).reshape({1, 1, width});
   auto kept = torch::empty({int64_t(blocks.size() / 12), 1, 2 * width}, x.options());
-  run_tower(x, blocks, heads, eps, nullptr, 0, kept.data_ptr<float>());
+  run_tower(x, blocks, heads, eps, quick_gelu, nullptr, 0, kept.data_ptr<float>());
   return kept;
 }
 
@@ -330,7 +351,7 @@ torch::Tensor start_of_text(int64_t token, const torch::Tensor& token_embedding,
 // through the caches, each step in Python had cost 0.1-0.4 ms.
 torch::Tensor encode_text(const torch::Tensor& tokens, const torch::Tensor& token_embedding,
                           const torch::Tensor& positional, const std::vector<torch::Tensor>& blocks, int64_t heads,
-                          double eps, const torch::Tensor& final_weight, const torch::Tensor& final_bias,
+                          double eps, bool quick_gelu, const torch::Tensor& final_weight, const torch::Tensor& final_bias,
                           double final_eps, const torch::Tensor& projection, int64_t start_token,
                           const torch::Tensor& start) {
   TORCH_CHECK(tokens.dim() == 2 && tokens.scalar_type() == torch::kLong && tokens.is_cpu(),
@@ -367,7 +388,7 @@ torch::Tensor encode_text(const torch::Tensor& tokens, const torch::Tensor& toke
       for (int64_t i = 0; i < width; ++i) row[i] = embedding[i] + position[i];
     }
   }
-  x = run_tower(x, blocks, heads, eps, skip ? start.data_ptr<float>() : nullptr, first, nullptr);
+  x = run_tower(x, blocks, heads, eps, quick_gelu, skip ? start.data_ptr<float>() : nullptr, first, nullptr);
   auto out = torch::zeros({batch, dimension}, x.options());
   std::vector<float> pooled(width);
   const float* project = projection.data_ptr<float>();
@@ -516,9 +537,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.attr("BLOCK") = BLOCK;
   module.def("pack", &pack, "a [N, K] weight in the column blocks linear() reads, as float32 or bf16",
              pybind11::arg("weight"), pybind11::arg("bf16") = false, without_gil);
-  module.def("linear", &linear, "input @ weight.T + bias with a weight from pack(), then the erf GELU if gelu",
+  module.def("linear", &linear,
+             "input @ weight.T + bias with a weight from pack(), then the erf GELU if gelu, QuickGELU if quick_gelu",
              pybind11::arg("input"), pybind11::arg("weight"), pybind11::arg("bias"), pybind11::arg("gelu") = false,
-             without_gil);
+             pybind11::arg("quick_gelu") = false, without_gil);
   module.def("causal_tower", &causal_tower, "a causal text tower's blocks over a [batch, length, width] input",
              without_gil);
   module.def("start_of_text", &start_of_text, "the keys and values of a text's first token at its first position",

@@ -244,3 +244,14 @@ def test_text_towers_of_another_shape_keep_torch_s_own_layers():
 
     assert type(model.transformer.resblocks[1].attn) is torch.nn.MultiheadAttention
     assert type(model.transformer.resblocks[1].mlp.c_fc) is torch.nn.Linear
+
+
+def test_weights_trained_with_quick_gelu_get_it_though_the_model_s_config_says_gelu(tmp_path):
+    import open_clip
+
+    from pipeline.encoder import _trained_with_quick_gelu
+
+    assert _trained_with_quick_gelu(open_clip, ModelSpec("ViT-B-32", "openai"))
+    assert not _trained_with_quick_gelu(open_clip, ModelSpec("ViT-B-32", "laion2b_s34b_b79k"))
+    assert not _trained_with_quick_gelu(open_clip, ModelSpec("ViT-B-32", None))
+    assert not _trained_with_quick_gelu(open_clip, ModelSpec("ViT-B-32", str(tmp_path / "weights.bin")))

@@ -76,7 +76,19 @@ def test_the_kernel_refuses_what_it_cannot_compute():
         embedding, norm = torch.zeros(10, 32), torch.ones(32)
         projection = torch.zeros(32, 16)
         compiled.encode_text(
-            torch.tensor([[3, 10]]), embedding, torch.zeros(4, 32), [], 1, 1e-5, norm, norm, 1e-5, projection, -1, norm
+            torch.tensor([[3, 10]]),
+            embedding,
+            torch.zeros(4, 32),
+            [],
+            1,
+            1e-5,
+            False,
+            norm,
+            norm,
+            1e-5,
+            projection,
+            -1,
+            norm,
         )
     with pytest.raises(RuntimeError, match="float32"):
         compiled.linear(torch.ones(1, 8, dtype=torch.float64), compiled.pack(torch.ones(32, 8)), torch.ones(32))
@@ -232,3 +244,43 @@ def test_the_opt_in_bf16_text_tower_reads_bf16_weights_and_keeps_the_one_call(se
     assert block.ln_1.weight.dtype == torch.float32  # everything but the linear weights stays fp32
     cosines = (encoder.encode_texts(texts) * naive.encode_texts(texts)).sum(axis=1)
     assert cosines.min() >= 0.999
+
+
+@needs_avx512
+def test_the_kernel_s_quick_gelu_is_open_clip_s_over_its_whole_range():
+    from open_clip.transformer import QuickGELU
+
+    x = torch.cat([torch.linspace(-60, 60, 6001), torch.tensor([0.0, -0.0, 1e-30, -1e-30, 88.0, -88.0])])
+    x = torch.nn.functional.pad(x, (0, -len(x) % 32)).reshape(-1, 32)
+    kernel = SmallBatch(small_batch.load())
+
+    y = kernel.linear(x, kernel.pack(torch.eye(32)), torch.zeros(32), "quick")
+
+    assert torch.allclose(y, QuickGELU()(x), atol=1e-6, rtol=1e-6)
+    assert torch.isfinite(y).all()
+
+
+@needs_avx512
+def test_a_text_tower_with_quick_gelu_runs_in_one_call_with_open_clip_s_result():
+    import open_clip
+
+    from pipeline.encoder import Encoder, ModelSpec
+
+    encoder = Encoder(ModelSpec("meepo-tiny", None))  # registers the tiny model's config
+
+    def model_with_quick_gelu():
+        torch.manual_seed(5)
+        return open_clip.create_model("meepo-tiny", force_quick_gelu=True).eval()
+
+    naive, model = model_with_quick_gelu(), model_with_quick_gelu()
+    route_transformer(model.transformer, causal=True)
+    tokens = encoder.tokenizer(["fork", "a fluffy pink cat on a tv"])
+    with torch.inference_mode():
+        expected = torch.nn.functional.normalize(naive.encode_text(tokens), dim=-1)
+        plain_gelu = torch.nn.functional.normalize(encoder.model.encode_text(tokens), dim=-1)
+
+    assert CausalTextTower.encodes(model) and model.transformer.quick_gelu
+    assert abs(model.transformer.encode(model, tokens) - expected).max() < 1e-5
+    model.transformer.remember_start(model, encoder.tokenizer.sot_token_id)
+    assert abs(model.transformer.encode(model, tokens) - expected).max() < 1e-5
+    assert abs(plain_gelu - expected).max() > 1e-3  # the activation matters: this test would see it
