@@ -5,7 +5,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 # Formats a shop photo really comes in. Anything else (SVG, PDF, HTML...) is refused by sniffing
 # the bytes, whatever the file name or Content-Type claims.
@@ -84,6 +84,17 @@ def load_rgb(data: bytes, *, max_pixels: int, draft_size: tuple[int, int] | None
     draft_size lets JPEG decoding skip detail that a smaller target size would throw away.
     """
     return _to_rgb(_open_lazily(data, max_pixels), draft_size=draft_size)
+
+
+def upright_size(data: bytes, *, max_pixels: int) -> tuple[int, int]:
+    """The photo's width and height as load_rgb returns it in full (EXIF orientation applied),
+    read from its header alone."""
+    image = _open_lazily(data, max_pixels)
+    width, height = image.size
+    # Orientations 5 to 8 turn the photo a quarter: exif_transpose swaps its sides.
+    if image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
+        return height, width
+    return width, height
 
 
 def _to_rgb(image: Image.Image, *, draft_size: tuple[int, int] | None = None) -> Image.Image:

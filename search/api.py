@@ -18,7 +18,7 @@ from catalog.models import Item, ItemImage
 from pipeline import index as index_store
 from pipeline.encoder import ModelUnavailable, configured_model, loaded_encoder
 from search import searcher
-from search.queries import QueryRejected, draft_size_for, image_from_upload, image_from_url, parse_box, prepare
+from search.queries import QueryRejected, parse_box, query_image, upload_bytes, url_bytes
 
 api = NinjaAPI(
     title="Meepo",
@@ -200,12 +200,11 @@ def search_text(request: HttpRequest, params: Query[TextSearchParams]):
     return _results(request, found, limit=params.limit, offset=params.offset, started=started)
 
 
-def _photo_search(request: HttpRequest, load_image, options: PhotoOptions, params: PageParams, started: float):
+def _photo_search(request: HttpRequest, read_photo, options: PhotoOptions, params: PageParams, started: float):
     _check_category(params.category)
     box = parse_box(options.box)
     searcher.served_index()
-    image = load_image(draft_size_for(box, remove_text=options.remove_text, enhance=options.enhance))
-    image = prepare(image, box=box, remove_text=options.remove_text, enhance=options.enhance)
+    image = query_image(read_photo(), box=box, remove_text=options.remove_text, enhance=options.enhance)
     found = searcher.search_by_vector(
         vector=searcher.image_query_vector(image),
         limit=params.limit,
@@ -221,7 +220,7 @@ def search_image(
     request: HttpRequest, params: Query[PageParams], image: File[UploadedFile], options: Form[PhotoOptions]
 ):
     started = time.perf_counter()
-    return _photo_search(request, lambda draft: image_from_upload(image, draft_size=draft), options, params, started)
+    return _photo_search(request, lambda: upload_bytes(image), options, params, started)
 
 
 def json_body_only(run):
@@ -248,7 +247,7 @@ def json_body_only(run):
 @decorate_view(json_body_only)
 def search_url(request: HttpRequest, body: UrlQuery, params: Query[PageParams]):
     started = time.perf_counter()
-    return _photo_search(request, lambda draft: image_from_url(body.url, draft_size=draft), body, params, started)
+    return _photo_search(request, lambda: url_bytes(body.url), body, params, started)
 
 
 @get_and_head(

@@ -3,11 +3,13 @@
 Query photos are decoded in memory and never stored.
 """
 
+import math
+
 from django.conf import settings
 from PIL import Image
 
 from catalog.fetching import FetchRefused, fetch_image
-from catalog.images import MAX_ASPECT_RATIO, ImageRejected, load_rgb, too_thin
+from catalog.images import MAX_ASPECT_RATIO, ImageRejected, load_rgb, too_thin, upright_size
 from pipeline.encoder import get_encoder
 
 MIN_BOX_SIDE = 16
@@ -38,38 +40,55 @@ def _pixels(part: str) -> int:
         return round(float(part))  # the box tool may send fractions of a pixel
 
 
-def draft_size_for(
-    box: tuple[int, int, int, int] | None, *, remove_text: bool, enhance: bool
-) -> tuple[int, int] | None:
-    """How finely to decode a JPEG query photo: in full when a box will be cut from it (the box is in
-    the photo's full pixels), as finely as clean-up needs, or as the model needs."""
-    if box is not None:
-        return None
+def least_size_for(*, remove_text: bool, enhance: bool) -> tuple[int, int]:
+    """How finely what is searched with (the photo, or the part in its box) must be decoded: as
+    finely as clean-up needs, or as the model needs."""
     if remove_text or enhance:
         return CLEANUP_SIDE, CLEANUP_SIDE
     return get_encoder().draft_size
 
 
-def prepare(image, *, box=None, remove_text: bool = False, enhance: bool = False):
-    """Cut out the box the shopper drew, then apply their clean-up choices to what is left."""
-    from search import cleanup
-
-    if box is not None:
-        x, y, w, h = box
-        if w < MIN_BOX_SIDE or h < MIN_BOX_SIDE:
-            raise QueryRejected(f"The box must be at least {MIN_BOX_SIDE} pixels on each side.")
-        if too_thin(w, h):
-            raise QueryRejected(f"The box must be at most {MAX_ASPECT_RATIO} times as long as it is wide.")
-        if x < 0 or y < 0 or x + w > image.width or y + h > image.height:
-            raise QueryRejected(f"The box must lie inside the photo ({image.width}×{image.height} pixels).")
-        image = image.crop((x, y, x + w, y + h))
+def query_image(data: bytes, *, box=None, remove_text: bool = False, enhance: bool = False) -> Image.Image:
+    """What a search looks for: the photo, or the part in the box the shopper drew, decoded only as
+    finely as the search needs (JPEG draft mode), then cleaned up as they chose."""
+    least = least_size_for(remove_text=remove_text, enhance=enhance)
+    image = _decode(data, least) if box is None else _part(data, box, least)
     if remove_text or enhance:
+        from search import cleanup
+
         image = _at_most(image, CLEANUP_SIDE)
-    if remove_text:
-        image = cleanup.remove_text(image)
-    if enhance:
-        image = cleanup.enhance(image)
+        if remove_text:
+            image = cleanup.remove_text(image)
+        if enhance:
+            image = cleanup.enhance(image)
     return image
+
+
+def _part(data: bytes, box: tuple[int, int, int, int], least: tuple[int, int]) -> Image.Image:
+    """The box (in the photo's full pixels) cut from a decode just fine enough for it: a box on a
+    12-megapixel phone photo decoded 87 ms in full, 27-33 ms at a half or a quarter."""
+    try:
+        width, height = upright_size(data, max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS)
+    except ImageRejected as error:
+        raise QueryRejected(str(error)) from None
+    check_box(box, width, height)
+    x, y, w, h = box
+    scale = min(1.0, max(least) / min(w, h))
+    # A square draft size: JPEG decoding then keeps at least `scale` of both sides, turned or not.
+    side = math.ceil(min(width, height) * scale)
+    photo = _decode(data, (side, side))
+    across, down = photo.width / width, photo.height / height
+    return photo.crop((round(x * across), round(y * down), round((x + w) * across), round((y + h) * down)))
+
+
+def check_box(box: tuple[int, int, int, int], width: int, height: int) -> None:
+    x, y, w, h = box
+    if w < MIN_BOX_SIDE or h < MIN_BOX_SIDE:
+        raise QueryRejected(f"The box must be at least {MIN_BOX_SIDE} pixels on each side.")
+    if too_thin(w, h):
+        raise QueryRejected(f"The box must be at most {MAX_ASPECT_RATIO} times as long as it is wide.")
+    if x < 0 or y < 0 or x + w > width or y + h > height:
+        raise QueryRejected(f"The box must lie inside the photo ({width}×{height} pixels).")
 
 
 def _at_most(image, side: int):
@@ -80,24 +99,22 @@ def _at_most(image, side: int):
     return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
 
 
-def image_from_upload(upload, *, draft_size: tuple[int, int] | None = None) -> Image.Image:
-    """draft_size: decode a JPEG only this finely (draft_size_for says how finely a search needs)."""
+def upload_bytes(upload) -> bytes:
     if upload is None:
         raise QueryRejected("Choose a photo to search with.")
     if upload.size > settings.MEEPO_MAX_UPLOAD_BYTES:
         raise QueryRejected(f"The photo is larger than {settings.MEEPO_MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
-    return _decode(upload.read(), draft_size)
+    return upload.read()
 
 
-def image_from_url(url: str, *, draft_size: tuple[int, int] | None = None) -> Image.Image:
+def url_bytes(url: str) -> bytes:
     url = (url or "").strip()
     if not url:
         raise QueryRejected("Give the URL of a photo.")
     try:
-        fetched = fetch_image(url, max_bytes=settings.MEEPO_MAX_UPLOAD_BYTES)
+        return fetch_image(url, max_bytes=settings.MEEPO_MAX_UPLOAD_BYTES).content
     except FetchRefused as error:
         raise QueryRejected(str(error)) from None
-    return _decode(fetched.content, draft_size)
 
 
 def _decode(data: bytes, draft_size: tuple[int, int] | None):

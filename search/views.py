@@ -14,13 +14,12 @@ from django.urls import reverse
 from django.views import defaults
 from django.views.decorators.http import require_POST, require_safe
 
-from catalog.images import ImageRejected, load_rgb
 from catalog.models import Item, ItemImage
 from pipeline.encoder import ModelUnavailable
 from search import searcher
 from search.forms import PhotoSearchForm, TextSearchForm
 from search.middleware import is_api
-from search.queries import QueryRejected, draft_size_for, image_from_upload, image_from_url, parse_box, prepare
+from search.queries import QueryRejected, parse_box, query_image, upload_bytes, url_bytes
 
 PHOTO_CACHE_PREFIX = "photo-query:"
 
@@ -109,16 +108,15 @@ def photo_search(request: HttpRequest) -> HttpResponse:
     try:
         box = parse_box(data["box"])
         searcher.served_index()
-        draft = draft_size_for(box, remove_text=data["remove_text"], enhance=data["enhance"])
         source = None
         if data["image"]:
-            image = image_from_upload(data["image"], draft_size=draft)
+            photo = upload_bytes(data["image"])
         elif data["item_image"]:
-            item_image, image = _catalogue_image(data["item_image"])
+            item_image, photo = _catalogue_image(data["item_image"])
             source = {"item_id": item_image.item_id, "title": item_image.item.title, "part": box is not None}
         else:
-            image = image_from_url(data["url"], draft_size=draft)
-        image = prepare(image, box=box, remove_text=data["remove_text"], enhance=data["enhance"])
+            photo = url_bytes(data["url"])
+        image = query_image(photo, box=box, remove_text=data["remove_text"], enhance=data["enhance"])
         vector = searcher.image_query_vector(image)
     except QueryRejected as error:
         context["photo_error"] = str(error)
@@ -145,8 +143,8 @@ def _catalogue_image(image_id: int):
     if image is None:
         raise QueryRejected("That catalogue image does not exist.")
     try:
-        return image, load_rgb(image.read_bytes(), max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS)
-    except (ImageRejected, OSError):
+        return image, image.read_bytes()
+    except OSError:
         raise QueryRejected("That catalogue image cannot be read.") from None
 
 

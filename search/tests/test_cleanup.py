@@ -1,10 +1,12 @@
+import io
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from meepo.testing import DEMO_DIR
 from pipeline.encoder import get_encoder
 from search.cleanup import enhance, remove_text, text_mask
-from search.queries import CLEANUP_SIDE, draft_size_for, prepare
+from search.queries import CLEANUP_SIDE, least_size_for, query_image
 
 
 def photo() -> Image.Image:
@@ -18,6 +20,12 @@ def with_caption(image: Image.Image) -> tuple[Image.Image, tuple[int, int, int, 
     font = ImageFont.load_default(size=44)
     draw.text((20, 10), "SALE 50% OFF", font=font, fill="white", stroke_width=3, stroke_fill="black")
     return captioned, draw.textbbox((20, 10), "SALE 50% OFF", font=font, stroke_width=3)
+
+
+def jpeg(image: Image.Image) -> bytes:
+    data = io.BytesIO()
+    image.save(data, format="JPEG", quality=95)
+    return data.getvalue()
 
 
 def difference(a: Image.Image, b: Image.Image, box) -> float:
@@ -59,7 +67,7 @@ def test_clean_up_of_a_big_photo_works_on_at_most_1024_pixels_and_still_paints_o
     original = photo()
     captioned, box = with_caption(original)
 
-    cleaned = prepare(captioned.resize((4000, 3000)), remove_text=True)
+    cleaned = query_image(jpeg(captioned.resize((4000, 3000))), remove_text=True)
 
     assert cleaned.size == (CLEANUP_SIDE, 768)
     # Back at the test photo's size, the caption is gone as when it was cleaned at that size.
@@ -71,7 +79,7 @@ def test_a_box_is_cut_from_the_full_photo_then_cleaned_up():
     big = Image.new("RGB", (4000, 3000), "blue")
     big.paste((255, 0, 0), (3000, 2000, 3500, 2500))
 
-    region = prepare(big, box=(3000, 2000, 500, 500), remove_text=True, enhance=True)
+    region = query_image(jpeg(big), box=(3000, 2000, 500, 500), remove_text=True, enhance=True)
 
     assert region.size == (500, 500)
     red, _, blue = np.asarray(region, dtype=float).reshape(-1, 3).mean(axis=0)
@@ -79,14 +87,12 @@ def test_a_box_is_cut_from_the_full_photo_then_cleaned_up():
 
 
 def test_a_big_box_is_cleaned_up_at_1024_pixels_too():
-    region = prepare(Image.new("RGB", (4000, 3000), "white"), box=(0, 0, 3000, 1500), enhance=True)
+    region = query_image(jpeg(Image.new("RGB", (4000, 3000), "white")), box=(0, 0, 3000, 1500), enhance=True)
 
     assert region.size == (CLEANUP_SIDE, 512)
 
 
 def test_a_query_photo_is_decoded_only_as_finely_as_what_is_done_with_it_needs():
-    # A box is in the photo's full pixels, so the photo it is cut from is decoded in full.
-    assert draft_size_for((0, 0, 100, 100), remove_text=True, enhance=False) is None
-    assert draft_size_for(None, remove_text=True, enhance=False) == (CLEANUP_SIDE, CLEANUP_SIDE)
-    assert draft_size_for(None, remove_text=False, enhance=True) == (CLEANUP_SIDE, CLEANUP_SIDE)
-    assert draft_size_for(None, remove_text=False, enhance=False) == get_encoder().draft_size
+    assert least_size_for(remove_text=True, enhance=False) == (CLEANUP_SIDE, CLEANUP_SIDE)
+    assert least_size_for(remove_text=False, enhance=True) == (CLEANUP_SIDE, CLEANUP_SIDE)
+    assert least_size_for(remove_text=False, enhance=False) == get_encoder().draft_size
