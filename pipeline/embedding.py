@@ -30,6 +30,11 @@ from pipeline.window_embedding import (
 )
 from pipeline.windows import Layout
 
+# From this many images whose windows are to be encoded (3 to 5 minutes of windows for ViT-B-32 on
+# 2 CPU cores), a run that encoded whole images switches them in before the windows pass too; below,
+# the extra rebuild (seconds, up to a couple of minutes for a large catalogue) is not worth it.
+EARLY_SWITCH_WINDOWS = 500
+
 
 @dataclass
 class EmbedReport:
@@ -40,10 +45,13 @@ class EmbedReport:
     windows: int = 0  # images whose windows were encoded
     seconds: float = 0.0
     index_vectors: int | None = None  # None: the index in service was already up to date
+    switched_before_windows: bool = False  # whole images were searchable before the windows pass
 
     def summary(self) -> str:
         rate = self.encoded / self.seconds if self.seconds else 0.0
         index = "index unchanged" if self.index_vectors is None else f"index rebuilt with {self.index_vectors} vectors"
+        if self.switched_before_windows:
+            index += ", first switched in before the windows"
         return (
             f"encoded {self.encoded}, skipped {self.skipped}, failed {self.failed}, unreadable {self.unreadable}, "
             f"windows of {self.windows} images "
@@ -62,9 +70,11 @@ def embed_catalog(
     encoder_factory: Callable[[], Encoder] = get_encoder,
     iter_wrapper: Callable[[Iterable, int], Iterable] = lambda batches, total: batches,
     windows_iter_wrapper: Callable[[Iterable, int], Iterable] = lambda batches, total: batches,
+    say: Callable[[str], None] = lambda line: None,
 ) -> EmbedReport:
     """Encode what needs it in committed batches (a killed run keeps every finished batch), then
-    rebuild the index from the vector store and switch it in."""
+    rebuild the index from the vector store and switch it in: before the windows pass too, when it
+    is long or the site has no index for this model."""
     started = time.monotonic()
     spec = configured_model()
     layout = configured_layout()
@@ -97,18 +107,45 @@ def embed_catalog(
                     report.encoded += encoded
                     report.failed += failed
                     report.unreadable += unreadable
-        if windows and layout and images_needing_windows(spec.key, layout.key).exists():
+        windows_todo = images_needing_windows(spec.key, layout.key).count() if windows and layout else 0
+        if windows_todo:
             encoder = encoder or encoder_factory()
+            if _switch_in_first(spec.key, report, windows_todo=windows_todo, full=full):
+                report.index_vectors = rebuild_index_if_stale(
+                    spec=spec, layout=layout, force=bool(report.encoded), encoder=encoder
+                )
+                report.switched_before_windows = report.index_vectors is not None
+                if report.switched_before_windows:
+                    # The moment a site restarted for a new model can serve it (README, Upgrades).
+                    say(f"index switched in with {report.index_vectors} vectors; now windows of {windows_todo} images")
             report.windows = embed_windows(encoder=encoder, layout=layout, iter_wrapper=windows_iter_wrapper)
-        report.index_vectors = rebuild_index_if_stale(
-            # Forced where vectors were written: re-encoded ones (--full) may differ under the same digest.
+        rebuilt = rebuild_index_if_stale(
+            # Forced where vectors were written since the last switch: re-encoded ones (--full) may
+            # differ under the same digest.
             spec=spec,
             layout=layout,
-            force=bool(report.encoded or report.windows),
+            force=bool(report.windows or (report.encoded and not report.switched_before_windows)),
             encoder=encoder,
         )
+        if rebuilt is not None:
+            report.index_vectors = rebuilt
     report.seconds = time.monotonic() - started
     return report
+
+
+def _switch_in_first(model_key: str, report: EmbedReport, *, windows_todo: int, full: bool) -> bool:
+    """Whether to switch the index in before the windows, which take some 15 times as long as the
+    whole images: when the site has no index for this model, or many new images wait. Not for --full
+    of the model in service: its images are searchable already, and it has dropped their windows."""
+    if not _serves(model_key):
+        return True
+    return bool(report.encoded) and windows_todo >= EARLY_SWITCH_WINDOWS and not full
+
+
+def _serves(model_key: str) -> bool:
+    """Whether the index in service was built with this model; if not, the site answers 503."""
+    version = index_store.current_version()
+    return version is not None and index_store.read_meta(version).get("model_key") == model_key
 
 
 def _decode_batch(read: tuple[list[ItemImage], list[bytes | str]], *, encoder: Encoder, decoders: ThreadPoolExecutor):

@@ -15,6 +15,10 @@ class Command(BaseCommand):
         parser.add_argument("--full", action="store_true", help="re-encode every image, not only new or changed ones")
         parser.add_argument("--no-windows", action="store_true", help="skip the windows used by region search")
 
+    def say_now(self, line: str) -> None:
+        self.stdout.write(f"embed_catalog: {line}")
+        self.stdout.flush()  # not at the end of the run: piped, stdout is buffered (README, Upgrades)
+
     def handle(self, *args, full: bool, no_windows: bool, **options):
         def progress(label):
             def wrap(batches, total):
@@ -32,6 +36,7 @@ class Command(BaseCommand):
                 windows=not no_windows,
                 iter_wrapper=progress("images"),
                 windows_iter_wrapper=progress("windows"),
+                say=self.say_now,
             )
         except (AlreadyRunning, ModelUnavailable) as error:
             raise CommandError(str(error)) from None
