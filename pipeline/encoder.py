@@ -451,19 +451,7 @@ def _load(spec: ModelSpec) -> Encoder:
         _failures[spec] = (time.monotonic(), error)
         raise
     _failures.pop(spec, None)
-    _give_back_freed_memory()
     return encoder
-
-
-def _give_back_freed_memory() -> None:
-    """Return the heap pages freed while the model was loaded and converted to the system: glibc
-    keeps them, about 250 MB of a worker's 1.5 GB for ViT-B-32 (the fp32 image tower, replaced by
-    its bf16 copy, and the checkpoint read into memory)."""
-    import contextlib
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def loaded_encoder() -> Encoder | None:
