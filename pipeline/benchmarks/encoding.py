@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pipeline.encoder import Encoder
 
@@ -192,19 +192,53 @@ def text_encoder(naive_encoder: Encoder, encoder: Encoder, *, repeats: int, bf16
 
 def image_query_compare(naive_encoder: Encoder, encoder: Encoder, *, repeats: int) -> dict:
     """From uploaded bytes to a query vector (what a photo search spends before FAISS)."""
-    import torch
-
-    photos = shop_photos(8, seed=1)
 
     def naive(data: bytes) -> np.ndarray:
-        pixels = naive_encoder.preprocess(Image.open(io.BytesIO(data)).convert("RGB")).unsqueeze(0)
-        with torch.inference_mode():
-            features = naive_encoder.model.encode_image(pixels.to(naive_encoder.device))
-        return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()[0]
+        return _naive_vector(naive_encoder, Image.open(io.BytesIO(data)).convert("RGB"))
 
     def meepo(data: bytes) -> np.ndarray:
         return encoder.encode_pixels(encoder.stack([encoder.pixels_from_bytes(data)]))[0]
 
+    return _query_compare(naive, meepo, shop_photos(8, seed=1), repeats)
+
+
+def box_query_compare(naive_encoder: Encoder, encoder: Encoder, *, repeats: int) -> dict:
+    """A box drawn on a 12-megapixel phone photo, from uploaded bytes to the query vector of what is
+    inside it. Naive: decode in full, cut the box out."""
+    from search.queries import query_image
+
+    x, y, w, h = box = (1400, 900, 1200, 1200)
+
+    def naive(data: bytes) -> np.ndarray:
+        return _naive_vector(naive_encoder, Image.open(io.BytesIO(data)).convert("RGB").crop((x, y, x + w, y + h)))
+
+    def meepo(data: bytes) -> np.ndarray:
+        return encoder.encode_images([query_image(data, box=box)])[0]
+
+    return _query_compare(naive, meepo, phone_photos(4), repeats)
+
+
+def phone_photos(count: int) -> list[bytes]:
+    """Demo photos as a phone takes them: 4032 × 3024 JPEGs."""
+    photos = []
+    for source in sorted(DEMO_IMAGES.glob("*.jpg"))[:count]:
+        image = ImageOps.fit(Image.open(source).convert("RGB"), (4032, 3024), Image.Resampling.BICUBIC)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        photos.append(buffer.getvalue())
+    return photos
+
+
+def _naive_vector(naive_encoder: Encoder, image: Image.Image) -> np.ndarray:
+    import torch
+
+    pixels = naive_encoder.preprocess(image).unsqueeze(0)
+    with torch.inference_mode():
+        features = naive_encoder.model.encode_image(pixels.to(naive_encoder.device))
+    return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()[0]
+
+
+def _query_compare(naive, meepo, photos: list[bytes], repeats: int) -> dict:
     naive(photos[0]), meepo(photos[0])
     naive_ms, meepo_ms = _timed_in_turns(naive, meepo, photos, repeats)
     cosines = [float(np.dot(naive(data), meepo(data))) for data in photos]

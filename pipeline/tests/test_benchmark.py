@@ -25,12 +25,14 @@ def test_fast_image_encoding_stays_close_to_the_naive_fp32_result():
 
     embedded = encoding.embedding_compare(naive, meepo, count=24, batch_size=8)
     query = encoding.image_query_compare(naive, meepo, repeats=1)
+    box_query = encoding.box_query_compare(naive, meepo, repeats=1)
 
     # The tiny model's random features react more to decoding details than a trained model's;
     # ViT-B-32 must reach min 0.99 / mean 0.995 (README, Performance).
     assert embedded["cosine_to_naive_mean"] >= 0.995
     assert embedded["cosine_to_naive_min"] >= 0.97
     assert query["cosine_to_naive_min"] >= 0.97
+    assert box_query["cosine_to_naive_min"] >= 0.97
     assert embedded["device"] == meepo.device and embedded["forward_images_per_s"] > 0
 
 
@@ -43,7 +45,7 @@ def test_the_benchmark_command_writes_a_json_report(tmp_path, capsys):
     assert report["model"] == "meepo-tiny:untrained"
     assert report["machine"]["cores"] >= 1 and "torch_threads" in report["machine"]
     assert report["image_precision"] in {"bf16", "int8", "fp32", "fp16"}
-    assert {"embedding", "text_encoder", "image_query"} <= set(report)
+    assert {"embedding", "text_encoder", "image_query", "box_query"} <= set(report)
     assert "embedding:" in capsys.readouterr().out
 
 

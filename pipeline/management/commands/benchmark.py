@@ -46,6 +46,8 @@ class Command(BaseCommand):
             self._say("text encoder", report["text_encoder"])
             report["image_query"] = encoding.image_query_compare(naive, meepo, repeats=2 if quick else 6)
             self._say("image query", report["image_query"])
+            report["box_query"] = encoding.box_query_compare(naive, meepo, repeats=2 if quick else 6)
+            self._say("box query", report["box_query"])
         if "index" in parts:
             report["index"] = []
             for count in (100_000,) if quick else (100_000, 1_000_000):
