@@ -71,7 +71,7 @@ def _part(data: bytes, box: tuple[int, int, int, int], least: tuple[int, int]) -
         width, height = upright_size(data, max_pixels=settings.MEEPO_MAX_IMAGE_PIXELS)
     except ImageRejected as error:
         raise QueryRejected(str(error)) from None
-    check_box(box, width, height)
+    _check_box(box, width, height)
     x, y, w, h = box
     scale = min(1.0, max(least) / min(w, h))
     # A square draft size: JPEG decoding then keeps at least `scale` of both sides, turned or not.
@@ -81,7 +81,7 @@ def _part(data: bytes, box: tuple[int, int, int, int], least: tuple[int, int]) -
     return photo.crop((round(x * across), round(y * down), round((x + w) * across), round((y + h) * down)))
 
 
-def check_box(box: tuple[int, int, int, int], width: int, height: int) -> None:
+def _check_box(box: tuple[int, int, int, int], width: int, height: int) -> None:
     x, y, w, h = box
     if w < MIN_BOX_SIDE or h < MIN_BOX_SIDE:
         raise QueryRejected(f"The box must be at least {MIN_BOX_SIDE} pixels on each side.")
