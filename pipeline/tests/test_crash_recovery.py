@@ -63,7 +63,7 @@ def test_a_killed_run_loses_no_finished_work_and_the_next_run_resumes(tmp_path):
         run.wait()
         done = embedded_count(database)
         assert done >= target
-        # No index was switched in by a killed run, and any index that is there opens whole.
+        # Whatever index a killed run left in service opens whole.
         if (data_dir / "index" / "CURRENT").exists():
             served_index_is_whole(data_dir)
 
