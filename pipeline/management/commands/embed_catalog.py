@@ -40,4 +40,4 @@ class Command(BaseCommand):
             )
         except (AlreadyRunning, ModelUnavailable) as error:
             raise CommandError(str(error)) from None
-        self.stdout.write(f"embed_catalog: {report.summary()}")
+        self.say_now(report.summary())
