@@ -93,15 +93,7 @@ class Encoder:
         if problem:
             raise ModelUnavailable(problem)
         try:
-            # A fixed seed makes untrained weights (the tiny model) identical in every process.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(TINY_MODEL_SEED)
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    spec.name,
-                    pretrained=spec.pretrained,
-                    device=self.device,
-                    force_quick_gelu=_trained_with_quick_gelu(open_clip, spec),
-                )
+            model, preprocess = _create(open_clip, torch, spec, self.device)
         except Exception as error:
             raise ModelUnavailable(_load_failure(spec, error, self.device)) from None
         model.eval()
@@ -275,6 +267,34 @@ class Encoder:
             else:
                 features = self.model.encode_text(tokens)
         return _normalised(features)
+
+
+def _create(open_clip, torch, spec: ModelSpec, device: str):
+    """open_clip's model and preprocess, with torch mapping the weights file instead of reading it into
+    memory first. Loading ViT-B-32 from a .bin had taken 6.6 s instead of 2.9, 570 MB more anonymous
+    memory at its peak (and two workers start at once) and 120 MB more after (2-core EPYC).
+    safetensors files are mapped already."""
+    import torch.utils.serialization
+
+    def create():
+        # A fixed seed makes untrained weights (the tiny model) identical in every process.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TINY_MODEL_SEED)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.name,
+                pretrained=spec.pretrained,
+                device=device,
+                force_quick_gelu=_trained_with_quick_gelu(open_clip, spec),
+            )
+        return model, preprocess
+
+    try:
+        with torch.utils.serialization.config.patch({"load.mmap": True}):
+            return create()
+    except RuntimeError as error:
+        if "mmap can only be used" not in str(error):
+            raise
+    return create()  # a checkpoint saved in torch's format from before 1.6 cannot be mapped
 
 
 def _load_failure(spec: ModelSpec, error: Exception, device: str) -> str:

@@ -1,7 +1,9 @@
 """The speed-ups keep results equivalent (on the tiny model; `manage.py benchmark` checks ViT-B-32)."""
 
 import json
+import os
 
+import pytest
 from django.core.management import call_command
 
 from pipeline.benchmarks import encoding
@@ -60,3 +62,17 @@ def test_the_index_benchmark_measures_meepos_real_search_path(settings):
     assert row["meepo_bytes_per_vector"] < row["naive_bytes_per_vector"] / 2
     assert row["image_queries"]["recall_at_10"] >= 0.95
     assert row["text_queries"]["recall_at_10"] >= 0.9
+
+
+@pytest.mark.slow
+def test_a_worker_maps_the_weights_file_instead_of_reading_it_into_its_own_memory(tmp_path):
+    from pipeline.benchmarks import loading
+
+    env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    env["MEEPO_DATA_DIR"] = str(tmp_path)
+
+    result = loading.model_load("ViT-S-32", env)
+
+    # Read into memory, the checkpoint (242 MB) sits beside the model it is copied into.
+    assert result["naive"]["load_anonymous_mb"] - result["meepo"]["load_anonymous_mb"] > result["checkpoint_mb"] / 2
+    assert result["meepo"]["seconds"] > 0

@@ -255,3 +255,40 @@ def test_weights_trained_with_quick_gelu_get_it_though_the_model_s_config_says_g
     assert not _trained_with_quick_gelu(open_clip, ModelSpec("ViT-B-32", "laion2b_s34b_b79k"))
     assert not _trained_with_quick_gelu(open_clip, ModelSpec("ViT-B-32", None))
     assert not _trained_with_quick_gelu(open_clip, ModelSpec("ViT-B-32", str(tmp_path / "weights.bin")))
+
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    """ViT-S-32's seeded random weights, and the vectors of an encoder built with them."""
+    import open_clip
+    import torch
+
+    from pipeline.encoder import TINY_MODEL_SEED
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_MODEL_SEED)
+        weights = open_clip.create_model("ViT-S-32").state_dict()
+    encoder = Encoder(ModelSpec("ViT-S-32", None))  # the same seed: the same weights
+    photo = Image.open(DEMO_DIR / "images" / "espresso-cup.jpg").convert("RGB")
+    return weights, photo, encoder.encode_texts(["a red mug"]), encoder.encode_images([photo])
+
+
+@pytest.mark.parametrize("kind", ["zip", "torch-before-1.6", "safetensors"])
+def test_weights_from_a_file_give_the_vectors_of_the_model_they_were_saved_from(tmp_path, small_model, kind):
+    # Meepo maps zip checkpoints instead of reading them; the old format cannot be mapped and is read.
+    import torch
+    from safetensors.torch import save_file
+
+    weights, photo, text_vectors, photo_vectors = small_model
+    checkpoint = tmp_path / ("weights.safetensors" if kind == "safetensors" else "weights.bin")
+    if kind == "safetensors":
+        save_file({name: tensor.contiguous() for name, tensor in weights.items()}, checkpoint)
+    else:
+        torch.save(weights, checkpoint, _use_new_zipfile_serialization=kind == "zip")
+
+    loaded = Encoder(ModelSpec("ViT-S-32", str(checkpoint)))
+
+    assert loaded.spec.trained
+    assert np.array_equal(loaded.encode_texts(["a red mug"]), text_vectors)
+    assert np.array_equal(loaded.encode_images([photo]), photo_vectors)

@@ -1,12 +1,13 @@
 import json
+import os
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from pipeline.encoder import Encoder, ModelUnavailable, configured_model, get_encoder
+from pipeline.encoder import TINY_MODEL, Encoder, ModelUnavailable, configured_model, get_encoder
 
-PARTS = ("encoding", "index", "http")
+PARTS = ("encoding", "load", "index", "http")
 
 
 class Command(BaseCommand):
@@ -18,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--output", type=Path, default=None, help="where to write the JSON report")
 
     def handle(self, *args, quick: bool, only: str, output: Path | None, **options):
-        from pipeline.benchmarks import encoding, indexing, machine, serving
+        from pipeline.benchmarks import encoding, indexing, loading, machine, serving
 
         parts = {part.strip() for part in only.split(",") if part.strip()}
         if parts - set(PARTS):
@@ -48,6 +49,12 @@ class Command(BaseCommand):
             self._say("image query", report["image_query"])
             report["box_query"] = encoding.box_query_compare(naive, meepo, repeats=2 if quick else 6)
             self._say("box query", report["box_query"])
+        if "load" in parts:
+            if meepo.spec.name == TINY_MODEL:
+                report["load"] = {"skipped": f"{TINY_MODEL} has no weights file to load"}
+            else:
+                report["load"] = loading.model_load(meepo.spec.name, dict(os.environ))
+            self._say("load", report["load"])
         if "index" in parts:
             report["index"] = []
             for count in (100_000,) if quick else (100_000, 1_000_000):
