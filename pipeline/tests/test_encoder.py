@@ -257,7 +257,6 @@ def test_weights_trained_with_quick_gelu_get_it_though_the_model_s_config_says_g
     assert not _trained_with_quick_gelu(open_clip, ModelSpec("ViT-B-32", str(tmp_path / "weights.bin")))
 
 
-
 @pytest.fixture(scope="module")
 def small_model():
     """ViT-S-32's seeded random weights, and the vectors of an encoder built with them."""
