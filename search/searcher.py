@@ -1,5 +1,7 @@
 """Search functions: text, photo and "more like this", one result per active item."""
 
+import contextlib
+import ctypes
 import logging
 import threading
 from collections import OrderedDict
@@ -198,6 +200,7 @@ def warm_up() -> None:
             load()
         except Exception as error:  # a worker that cannot boot would take the site down: let searches say why
             logger.warning("The search %s is not loaded (%s); the first search will try again.", part, error)
+    _give_back_freed_memory()
 
 
 def _warm_up_model() -> None:
@@ -206,6 +209,16 @@ def _warm_up_model() -> None:
     encoder = get_encoder()
     encoder.encode_texts(["a photo"])
     encoder.encode_images([Image.new("RGB", (encoder.image_size, encoder.image_size), "white")])
+
+
+def _give_back_freed_memory() -> None:
+    """Return the C heap's free pages to the system. Loading ViT-B-32 leaves 120-230 MB of freed
+    weights in a worker's heap (the fp32 image tower before bf16, plain weights before packing),
+    which one query at a time never fills again: a worker kept 906-921 MB of anonymous memory after
+    120 queries instead of 1,041-1,138, at the same p50s. Not for embed_catalog, whose batches refill
+    the heap: trimmed, they ran 15-25% slower."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def normalise_query(query: str) -> str:

@@ -67,9 +67,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _peak_rss_mb(pid: int) -> float:
+def _rss_mb(pid: int, field: str = "VmHWM") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return round(int(line.split()[1]) / 1024, 1)
     return 0.0
 
@@ -97,7 +97,7 @@ def embed_catalog_peak_rss(env: dict) -> dict:
     peak = 0.0
     while process.poll() is None:
         try:
-            peak = max(peak, _peak_rss_mb(process.pid))
+            peak = max(peak, _rss_mb(process.pid))
         except (FileNotFoundError, ProcessLookupError):
             break
         time.sleep(0.1)
@@ -148,7 +148,10 @@ def http(*, items: int, seconds: float, concurrency: int, mixed_seconds: float =
             )
             result = json.loads(load.stdout)
             result["items"] = items
-            result["web_worker_peak_rss_mb"] = max((_peak_rss_mb(pid) for pid in _workers(server.pid)), default=0.0)
+            workers = _workers(server.pid)
+            result["web_worker_peak_rss_mb"] = max((_rss_mb(pid) for pid in workers), default=0.0)
+            # After the load: what a worker holds on to (the peak counts memory since given back).
+            result["web_worker_rss_mb"] = max((_rss_mb(pid, "VmRSS") for pid in workers), default=0.0)
             result.update(memory)
             return result
         finally:
